@@ -1,0 +1,638 @@
+/*
+ * nsenter.c — everything between clone and exec, in C.
+ *
+ * Python builds a complete plan (struct px_config: clone flags, a list of mount
+ * operations with absolute paths, ids, capability masks, argv/envp) and calls
+ * px_spawn(). From the clone on, the child runs only this file: no Python, no
+ * malloc, no stdio, no glibc wrappers that take locks or broadcast to threads
+ * (setxid, fork) — the child is a copy of one thread of a threaded process, and
+ * any lock another thread held at clone time stays held forever in the copy.
+ *
+ * Parent/child protocol
+ * =====================
+ *
+ *   parent (Python + px_spawn)          child: pid 1 of the new pid ns     task
+ *   --------------------------          ------------------------------     ----
+ *   pipe2(sync), pipe2(error),
+ *   pipe2(status)        [all O_CLOEXEC]
+ *   clone3(CLONE_NEW*|CLONE_PIDFD) ---> read(sync) ......... blocks
+ *   (cgroup placement, id maps)             |
+ *   write(sync, PX_GO), close ------------> hostname, lo up, make / private,
+ *                                           mount ops, pivot_root, masks,
+ *   px_wait_exec(error):                    read-only paths
+ *     read(error) ... blocks                block all signals
+ *                                           clone(SIGCHLD) ----------------> setsid, stdio, oom_score_adj,
+ *                                           close every fd but status          rlimits, bounding set, groups,
+ *                                           init loop:                          gid, uid, caps, ambient,
+ *                                             sigwaitinfo(all)                  no_new_privs, signals reset,
+ *                                             SIGCHLD -> reap, task gone?       execve
+ *                                               -> write(status, wstatus)       (error pipe closes on exec)
+ *     EOF: launched  <-------------------------------------------------------------'
+ *     a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
+ *     a short record: kill the child (a broken child never half-starts)
+ *
+ * Without a new pid namespace there is no init: the cloned child itself runs
+ * the task's steps and execs. The init exits with the task's code; a signal
+ * death cannot be re-raised by a pid-1 (the kernel drops self-sent signals it has
+ * no handler for), so the init writes the raw wait status to the status pipe
+ * first. A later monitor (state file, log pump) hangs off the same loop.
+ *
+ * Error convention: every failing step calls fail(step, errno, path); nothing
+ * else reports. px_spawn() returns 0 or -errno of the failed parent call.
+ */
+#define _GNU_SOURCE
+#include "pyexec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h> /* ST_* flag names for statfs.f_flags */
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Child-side error reporting: one record, then exit.                        */
+/* ------------------------------------------------------------------------ */
+
+/* Written only in the child (its own copy of memory after clone). */
+static int child_error_fd = -1;
+
+static size_t str_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    if (src)
+        while (src[n] && n + 1 < cap) {
+            dst[n] = src[n];
+            n++;
+        }
+    dst[n] = 0;
+    return n;
+}
+
+static void __attribute__((noreturn)) fail(int step, int err, const char *detail)
+{
+    struct px_error rec;
+    memset(&rec, 0, sizeof rec);
+    rec.step = step;
+    rec.err = err;
+    str_copy(rec.detail, sizeof rec.detail, detail);
+    if (child_error_fd >= 0) {
+        /* Smaller than PIPE_BUF: the write is atomic or fails whole. */
+        ssize_t unused = write(child_error_fd, &rec, sizeof rec);
+        (void)unused;
+    }
+    _exit(127);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stage: network — bring up loopback in a fresh net namespace.              */
+/* ------------------------------------------------------------------------ */
+
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        fail(PX_STEP_LOOPBACK, errno, "lo");
+    memset(&ifr, 0, sizeof ifr);
+    str_copy(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        fail(PX_STEP_LOOPBACK, errno, "lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        fail(PX_STEP_LOOPBACK, errno, "lo");
+    close(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stage: mounts — run the plan's operations in order.                       */
+/* ------------------------------------------------------------------------ */
+
+/* The per-mount flags a remount must repeat (the kernel refuses to clear locked ones). */
+static unsigned long kept_mount_flags(const char *path)
+{
+    struct statfs st;
+    unsigned long flags = 0;
+    if (statfs(path, &st) < 0)
+        return 0;
+    if (st.f_flags & ST_NOSUID)
+        flags |= MS_NOSUID;
+    if (st.f_flags & ST_NODEV)
+        flags |= MS_NODEV;
+    if (st.f_flags & ST_NOEXEC)
+        flags |= MS_NOEXEC;
+    if (st.f_flags & ST_NOATIME)
+        flags |= MS_NOATIME;
+    if (st.f_flags & ST_NODIRATIME)
+        flags |= MS_NODIRATIME;
+    if (st.f_flags & ST_RELATIME)
+        flags |= MS_RELATIME;
+    return flags;
+}
+
+static int remount_readonly(const char *target, unsigned long extra)
+{
+    return mount(NULL, target, NULL,
+                 MS_REMOUNT | MS_BIND | MS_RDONLY | extra | kept_mount_flags(target), NULL);
+}
+
+/* Create target as the same kind of object as source (directory or file). */
+static int make_like(const struct stat *src, const char *target)
+{
+    if (S_ISDIR(src->st_mode)) {
+        if (mkdir(target, 0755) < 0 && errno != EEXIST)
+            return -1;
+        return 0;
+    }
+    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0) {
+        struct stat existing;
+        return stat(target, &existing) == 0 ? 0 : -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static void op_bind(const struct px_mount_op *op)
+{
+    struct stat st;
+    if (stat(op->source, &st) < 0) {
+        if (op->bind_flags & PX_BIND_OPTIONAL)
+            return;
+        fail(PX_STEP_BIND, errno, op->source);
+    }
+    if (make_like(&st, op->target) < 0)
+        fail(PX_STEP_BIND, errno, op->target);
+    unsigned long flags = MS_BIND | ((op->bind_flags & PX_BIND_RECURSIVE) ? MS_REC : 0);
+    if (mount(op->source, op->target, NULL, flags, NULL) < 0)
+        fail(PX_STEP_BIND, errno, op->target);
+    if ((op->bind_flags & PX_BIND_RDONLY) && remount_readonly(op->target, op->flags) < 0)
+        fail(PX_STEP_REMOUNT, errno, op->target);
+}
+
+static void op_pivot(const char *new_root)
+{
+    /* pivot_root(".", "."): the old root stacks under the new one and is detached at once. */
+    if (chdir(new_root) < 0)
+        fail(PX_STEP_PIVOT_ROOT, errno, new_root);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        fail(PX_STEP_PIVOT_ROOT, errno, new_root);
+    if (umount2(".", MNT_DETACH) < 0)
+        fail(PX_STEP_PIVOT_ROOT, errno, "old root");
+    if (chdir("/") < 0)
+        fail(PX_STEP_PIVOT_ROOT, errno, "/");
+}
+
+static void op_mask(const char *target)
+{
+    struct stat st;
+    if (stat(target, &st) < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return;
+        fail(PX_STEP_MASK, errno, target);
+    }
+    int rc;
+    if (S_ISDIR(st.st_mode))
+        rc = mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
+    else
+        rc = mount("/dev/null", target, NULL, MS_BIND, NULL);
+    if (rc < 0)
+        fail(PX_STEP_MASK, errno, target);
+}
+
+static void op_readonly(const char *target)
+{
+    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return;
+        fail(PX_STEP_READONLY, errno, target);
+    }
+    if (remount_readonly(target, 0) < 0)
+        fail(PX_STEP_READONLY, errno, target);
+}
+
+static void run_mount_ops(const struct px_config *cfg)
+{
+    for (int i = 0; i < cfg->n_mounts; i++) {
+        const struct px_mount_op *op = &cfg->mounts[i];
+        switch (op->kind) {
+        case PX_OP_MOUNT:
+            if (mount(op->source, op->target, op->fstype, op->flags, op->data) < 0)
+                fail(PX_STEP_MOUNT, errno, op->target);
+            break;
+        case PX_OP_BIND:
+            op_bind(op);
+            break;
+        case PX_OP_MKDIR:
+            if (mkdir(op->target, 0755) < 0 && errno != EEXIST)
+                fail(PX_STEP_MKDIR, errno, op->target);
+            break;
+        case PX_OP_SYMLINK:
+            if (symlink(op->source, op->target) < 0 && errno != EEXIST)
+                fail(PX_STEP_SYMLINK, errno, op->target);
+            break;
+        case PX_OP_PIVOT:
+            op_pivot(op->target);
+            break;
+        case PX_OP_MASK:
+            op_mask(op->target);
+            break;
+        case PX_OP_READONLY:
+            op_readonly(op->target);
+            break;
+        case PX_OP_REMOUNT:
+            if (mount(NULL, op->target, NULL, MS_REMOUNT | MS_BIND | op->flags | kept_mount_flags(op->target),
+                      NULL) < 0)
+                fail(PX_STEP_REMOUNT, errno, op->target);
+            break;
+        default:
+            fail(PX_STEP_MOUNT, EINVAL, "unknown mount operation");
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stage: the task's own process — credentials, limits, exec.                */
+/* ------------------------------------------------------------------------ */
+
+static void setup_stdio(const struct px_config *cfg)
+{
+    int tmp[3];
+    /* Lift all three above 2 first so one never overwrites another's source. */
+    for (int i = 0; i < 3; i++) {
+        tmp[i] = -1;
+        if (cfg->stdio[i] >= 0 && (tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            fail(PX_STEP_STDIO, errno, "dup");
+    }
+    for (int i = 0; i < 3; i++)
+        if (tmp[i] >= 0 && dup2(tmp[i], i) < 0)
+            fail(PX_STEP_STDIO, errno, "dup2");
+}
+
+static void write_oom_score(int value)
+{
+    char buf[16];
+    int n = 0, neg = value < 0;
+    unsigned v = neg ? (unsigned)(-value) : (unsigned)value;
+    char digits[12];
+    int d = 0;
+    do {
+        digits[d++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (neg)
+        buf[n++] = '-';
+    while (d)
+        buf[n++] = digits[--d];
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, buf, n) != n)
+        fail(PX_STEP_OOM_SCORE, errno, "/proc/self/oom_score_adj");
+    close(fd);
+}
+
+static void set_capabilities(const struct px_config *cfg)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    data[0].effective = (uint32_t)cfg->cap_effective;
+    data[1].effective = (uint32_t)(cfg->cap_effective >> 32);
+    data[0].permitted = (uint32_t)cfg->cap_permitted;
+    data[1].permitted = (uint32_t)(cfg->cap_permitted >> 32);
+    data[0].inheritable = (uint32_t)cfg->cap_inheritable;
+    data[1].inheritable = (uint32_t)(cfg->cap_inheritable >> 32);
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        fail(PX_STEP_CAPS, errno, "capset");
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        fail(PX_STEP_CAPS, errno, "ambient");
+    for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
+        if ((cfg->cap_ambient >> cap) & 1)
+            if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+                fail(PX_STEP_CAPS, errno, "ambient raise");
+}
+
+static void drop_bounding_set(const struct px_config *cfg)
+{
+    for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
+        if (!((cfg->cap_bounding >> cap) & 1))
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+                fail(PX_STEP_CAPS, errno, "bounding set");
+}
+
+/* Raw syscalls: glibc's set*id wrappers signal every thread the parent had, which do not exist here. */
+static void switch_user(const struct px_config *cfg)
+{
+    if (cfg->set_caps && cfg->uid != 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        fail(PX_STEP_CAPS, errno, "keepcaps");
+    if (syscall(SYS_setgroups, (size_t)cfg->n_groups, cfg->groups) < 0)
+        fail(PX_STEP_SETGROUPS, errno, "setgroups");
+    if (syscall(SYS_setresgid, cfg->gid, cfg->gid, cfg->gid) < 0)
+        fail(PX_STEP_SETGID, errno, "setresgid");
+    if (syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid) < 0)
+        fail(PX_STEP_SETUID, errno, "setresuid");
+}
+
+static void reset_signals(void)
+{
+    struct sigaction dfl;
+    sigset_t none;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    /* Ignored signals survive exec (Python ignores SIGPIPE): put every one back. */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static void exec_search(const struct px_config *cfg)
+{
+    const char *prog = cfg->program;
+    if (strchr(prog, '/')) {
+        execve(prog, cfg->argv, cfg->envp);
+        fail(PX_STEP_EXEC, errno, prog);
+    }
+    /* execvpe's rules, without its allocations: EACCES wins over ENOENT. */
+    char buf[4096];
+    size_t plen = strlen(prog);
+    int saved = ENOENT;
+    const char *p = cfg->search_path ? cfg->search_path : "/usr/bin:/bin";
+    while (1) {
+        const char *end = strchr(p, ':');
+        size_t dlen = end ? (size_t)(end - p) : strlen(p);
+        if (dlen + plen + 2 <= sizeof buf) {
+            size_t n = 0;
+            if (dlen == 0)
+                buf[n++] = '.';
+            memcpy(buf + n, p, dlen);
+            n += dlen;
+            buf[n++] = '/';
+            memcpy(buf + n, prog, plen + 1);
+            execve(buf, cfg->argv, cfg->envp);
+            if (errno == EACCES)
+                saved = EACCES;
+            else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG)
+                fail(PX_STEP_EXEC, errno, buf);
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    fail(PX_STEP_EXEC, saved, prog);
+}
+
+static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
+{
+    if (setsid() < 0)
+        fail(PX_STEP_SETSID, errno, "setsid");
+    setup_stdio(cfg);
+    if (cfg->set_oom_score)
+        write_oom_score(cfg->oom_score_adj);
+    for (int i = 0; i < cfg->n_rlimits; i++) {
+        struct rlimit rl = {cfg->rlimits[i].soft, cfg->rlimits[i].hard};
+        if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
+            fail(PX_STEP_RLIMIT, errno, cfg->rlimits[i].name);
+    }
+    if (cfg->set_caps)
+        drop_bounding_set(cfg); /* needs CAP_SETPCAP, so before the user switch */
+    if (cfg->set_user)
+        switch_user(cfg);
+    if (cfg->cwd && chdir(cfg->cwd) < 0)
+        fail(PX_STEP_CHDIR, errno, cfg->cwd);
+    if (cfg->set_caps)
+        set_capabilities(cfg);
+    if (cfg->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        fail(PX_STEP_NO_NEW_PRIVS, errno, "prctl");
+    reset_signals();
+    /* Anything a library opened without O_CLOEXEC must not reach the task. */
+    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    exec_search(cfg);
+    _exit(127); /* not reached */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stage: pid 1 — reap, forward signals, exit with the task's status.        */
+/* ------------------------------------------------------------------------ */
+
+static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd)
+{
+    sigset_t all;
+    sigfillset(&all);
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&all, &info);
+        if (sig < 0)
+            continue; /* EINTR */
+        if (sig != SIGCHLD) {
+            kill(task, sig);
+            continue;
+        }
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (pid != task)
+                continue; /* an orphan adopted by pid 1: reaped, nothing more */
+            ssize_t unused = write(status_fd, &status, sizeof status);
+            (void)unused;
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
+static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
+{
+    if (cfg->wait_for_parent) {
+        char go = 0;
+        ssize_t n;
+        do
+            n = read(sync_fd, &go, 1);
+        while (n < 0 && errno == EINTR);
+        if (n != 1 || go != PX_GO)
+            _exit(1); /* the parent gave up or died: start nothing */
+        close(sync_fd);
+    }
+    if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+        fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
+    if (cfg->loopback_up)
+        loopback_up();
+    if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        fail(PX_STEP_PROPAGATION, errno, "/");
+    run_mount_ops(cfg);
+
+    if (!cfg->use_init)
+        run_task(cfg);
+
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t task = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0, 0, 0, 0);
+    if (task < 0)
+        fail(PX_STEP_FORK, errno, "clone");
+    if (task == 0)
+        run_task(cfg); /* run_task resets the mask before exec */
+
+    /* The init keeps nothing but the status pipe: not the error pipe (its EOF
+     * tells the parent the exec happened), not the caller's files. */
+    if (dup2(status_fd, 3) < 0)
+        _exit(125);
+    syscall(SYS_close_range, 0U, 2U, 0);
+    syscall(SYS_close_range, 4U, ~0U, 0);
+    init_loop(task, 3);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parent side.                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    p[0] = p[1] = -1;
+}
+
+int px_spawn(const struct px_config *cfg, struct px_child *out)
+{
+    int sync_p[2] = {-1, -1}, err_p[2] = {-1, -1}, status_p[2] = {-1, -1};
+    int pidfd = -1, saved;
+    pid_t pid;
+
+    if (pipe2(err_p, O_CLOEXEC) < 0)
+        return -errno;
+    if ((cfg->wait_for_parent && pipe2(sync_p, O_CLOEXEC) < 0) || (cfg->use_init && pipe2(status_p, O_CLOEXEC) < 0)) {
+        saved = errno;
+        goto fail;
+    }
+
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = cfg->clone_flags | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    if (cfg->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)cfg->cgroup_fd;
+    }
+    pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && errno == ENOSYS && cfg->cgroup_fd < 0)
+        pid = (pid_t)syscall(SYS_clone, (unsigned long)(cfg->clone_flags | CLONE_PIDFD | SIGCHLD), 0, &pidfd, 0, 0);
+    if (pid < 0) {
+        saved = errno;
+        goto fail;
+    }
+    if (pid == 0) {
+        child_error_fd = err_p[1];
+        close(err_p[0]);
+        if (sync_p[1] >= 0)
+            close(sync_p[1]);
+        if (status_p[0] >= 0)
+            close(status_p[0]);
+        child_main(cfg, sync_p[0], status_p[1]);
+    }
+
+    close(err_p[1]);
+    if (sync_p[0] >= 0)
+        close(sync_p[0]);
+    if (status_p[1] >= 0)
+        close(status_p[1]);
+    out->pid = pid;
+    out->pidfd = pidfd;
+    out->sync_fd = sync_p[1];
+    out->error_fd = err_p[0];
+    out->status_fd = status_p[0];
+    return 0;
+
+fail:
+    close_pair(sync_p);
+    close_pair(err_p);
+    close_pair(status_p);
+    return -saved;
+}
+
+/*
+ * Block until the child execs (EOF) or reports a failure. Returns 0 on EOF,
+ * 1 with *err filled, -EIO on a short record, -errno when read fails.
+ */
+int px_wait_exec(int error_fd, struct px_error *err)
+{
+    size_t got = 0;
+    while (got < sizeof *err) {
+        ssize_t n = read(error_fd, (char *)err + got, sizeof *err - got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    if (got == 0)
+        return 0;
+    if (got != sizeof *err)
+        return -EIO;
+    err->detail[sizeof err->detail - 1] = 0;
+    return 1;
+}
+
+const char *px_step_name(int step)
+{
+    switch (step) {
+    case PX_STEP_SYNC: return "sync";
+    case PX_STEP_HOSTNAME: return "sethostname";
+    case PX_STEP_LOOPBACK: return "loopback";
+    case PX_STEP_PROPAGATION: return "make-rprivate";
+    case PX_STEP_MOUNT: return "mount";
+    case PX_STEP_BIND: return "bind";
+    case PX_STEP_MKDIR: return "mkdir";
+    case PX_STEP_SYMLINK: return "symlink";
+    case PX_STEP_PIVOT_ROOT: return "pivot_root";
+    case PX_STEP_MASK: return "mask";
+    case PX_STEP_READONLY: return "readonly";
+    case PX_STEP_FORK: return "fork";
+    case PX_STEP_STDIO: return "stdio";
+    case PX_STEP_RLIMIT: return "setrlimit";
+    case PX_STEP_CHDIR: return "chdir";
+    case PX_STEP_SETGROUPS: return "setgroups";
+    case PX_STEP_SETGID: return "setgid";
+    case PX_STEP_SETUID: return "setuid";
+    case PX_STEP_CAPS: return "capabilities";
+    case PX_STEP_NO_NEW_PRIVS: return "no_new_privs";
+    case PX_STEP_EXEC: return "exec";
+    case PX_STEP_SETSID: return "setsid";
+    case PX_STEP_REMOUNT: return "remount";
+    case PX_STEP_OOM_SCORE: return "oom_score_adj";
+    default: return "setup";
+    }
+}

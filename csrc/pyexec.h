@@ -1,0 +1,137 @@
+/*
+ * pyexec.h — the one header shared by the C shim (csrc/nsenter.c) and Python.
+ *
+ * Everything between the BEGIN CDEF and END CDEF markers is also fed to cffi's
+ * cdef() by pyexec/_build_shim.py, so the config layout, the step numbers and
+ * the op kinds exist exactly once. Keep that region in the C subset cffi parses:
+ * plain structs, integer #defines, prototypes; no includes, no expressions.
+ */
+#ifndef PYEXEC_H
+#define PYEXEC_H
+
+#include <stdint.h>
+
+/* BEGIN CDEF */
+
+/* Stages of the shim, reported through the error pipe (px_step_name()). */
+#define PX_STEP_SYNC          1   /* waiting for the parent's go */
+#define PX_STEP_HOSTNAME      2
+#define PX_STEP_LOOPBACK      3
+#define PX_STEP_PROPAGATION   4   /* making / private */
+#define PX_STEP_MOUNT         5
+#define PX_STEP_BIND          6
+#define PX_STEP_MKDIR         7
+#define PX_STEP_SYMLINK       8
+#define PX_STEP_PIVOT_ROOT    9
+#define PX_STEP_MASK         10
+#define PX_STEP_READONLY     11
+#define PX_STEP_FORK         12
+#define PX_STEP_STDIO        13
+#define PX_STEP_RLIMIT       14
+#define PX_STEP_CHDIR        15
+#define PX_STEP_SETGROUPS    16
+#define PX_STEP_SETGID       17
+#define PX_STEP_SETUID       18
+#define PX_STEP_CAPS         19
+#define PX_STEP_NO_NEW_PRIVS 20
+#define PX_STEP_EXEC         21
+#define PX_STEP_SETSID       22
+#define PX_STEP_REMOUNT      23
+#define PX_STEP_OOM_SCORE    24
+
+/* Kinds of px_mount_op, run in array order by the child. */
+#define PX_OP_MOUNT     1   /* mount(source, target, fstype, flags, data) */
+#define PX_OP_BIND      2   /* bind source on target (made like source); PX_BIND_RDONLY remounts it read-only */
+#define PX_OP_MKDIR     3   /* mkdir(target, 0755), EEXIST is fine */
+#define PX_OP_SYMLINK   4   /* symlink(source, target) */
+#define PX_OP_PIVOT     5   /* pivot_root into target, old root detached */
+#define PX_OP_MASK      6   /* hide target: /dev/null over a file, empty read-only tmpfs over a dir; ENOENT is fine */
+#define PX_OP_READONLY  7   /* bind target on itself read-only; ENOENT is fine */
+#define PX_OP_REMOUNT   8   /* remount target with flags (MS_REMOUNT added) */
+
+#define PX_BIND_RDONLY     1
+#define PX_BIND_RECURSIVE  2
+#define PX_BIND_OPTIONAL   4   /* a missing source is skipped, not an error */
+
+#define PX_GO 71              /* the byte the parent writes to release the child ('G') */
+
+struct px_mount_op {
+    int kind;
+    int bind_flags;           /* PX_BIND_* for PX_OP_BIND */
+    unsigned long flags;      /* MS_* flags for PX_OP_MOUNT / PX_OP_REMOUNT */
+    const char *source;
+    const char *target;
+    const char *fstype;
+    const char *data;
+};
+
+struct px_rlimit {
+    int resource;             /* RLIMIT_* */
+    uint64_t soft;
+    uint64_t hard;
+    const char *name;         /* for the error message */
+};
+
+struct px_config {
+    uint64_t clone_flags;     /* CLONE_NEW* for clone3 */
+    int use_init;             /* fork the task below a pid-1 init (new pid namespace) */
+    int wait_for_parent;      /* block until the parent writes PX_GO (cgroup placement, id maps) */
+    int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
+    const char *hostname;     /* NULL: keep */
+    int loopback_up;          /* bring lo up (new net namespace) */
+    int make_private;         /* mount --make-rprivate / first */
+
+    const struct px_mount_op *mounts;
+    int n_mounts;
+
+    const struct px_rlimit *rlimits;
+    int n_rlimits;
+
+    int set_user;             /* switch to uid/gid/groups */
+    uint32_t uid;
+    uint32_t gid;
+    const uint32_t *groups;
+    int n_groups;
+
+    int set_caps;
+    int last_cap;             /* highest capability number the kernel knows */
+    uint64_t cap_bounding;
+    uint64_t cap_effective;
+    uint64_t cap_permitted;
+    uint64_t cap_inheritable;
+    uint64_t cap_ambient;
+
+    int no_new_privs;
+    int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
+    int set_oom_score;
+    int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */
+    const char *cwd;          /* NULL: keep */
+    const char *program;      /* argv[0] or a path; searched in search_path when it has no '/' */
+    const char *search_path;  /* PATH of the task */
+    char *const *argv;
+    char *const *envp;
+};
+
+/* What the parent holds after px_spawn(). */
+struct px_child {
+    int pid;
+    int pidfd;
+    int sync_fd;              /* write end: PX_GO releases the child; -1 when not waiting */
+    int error_fd;             /* read end of the close-on-exec error pipe */
+    int status_fd;            /* read end: the init writes the task's wait status; -1 without init */
+};
+
+/* One failure record from the child. */
+struct px_error {
+    int step;                 /* PX_STEP_* */
+    int err;                  /* errno */
+    char detail[512];         /* the path or name the step worked on */
+};
+
+int px_spawn(const struct px_config *cfg, struct px_child *out);
+int px_wait_exec(int error_fd, struct px_error *err);
+const char *px_step_name(int step);
+
+/* END CDEF */
+
+#endif

@@ -1,0 +1,75 @@
+"""Capability names and sets: parsing user input into kernel bit masks.
+
+Names and numbers come from libcap (linked into the shim), so no capability
+number is written down here; only Docker's default *choice* of names is.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable, Tuple
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_CAPABILITIES", "parse_capabilities", "capability_mask", "last_cap", "names_of_mask"]
+
+# Docker's default set for a container's root user.
+DEFAULT_CAPABILITIES: Tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+
+
+def _shim():
+    from . import _shim  # compiled by setup.py
+    return _shim
+
+
+@lru_cache(maxsize=None)
+def last_cap() -> int:
+    """The highest capability number this kernel knows (libcap asks the kernel)."""
+    return int(_shim().lib.cap_max_bits()) - 1
+
+
+@lru_cache(maxsize=None)
+def _number(name: str) -> int:
+    shim = _shim()
+    value = shim.ffi.new("cap_value_t *")
+    if shim.lib.cap_from_name(name.lower().encode(), value) != 0 or value[0] > last_cap():
+        raise ConfigError("capabilities", name, "is not a capability this kernel knows")
+    return int(value[0])
+
+
+def parse_capabilities(names: Iterable[str]) -> Tuple[str, ...]:
+    """Canonical, sorted ``CAP_*`` names; accepts "net_bind_service", "CAP_KILL", "ALL"."""
+    out = set()
+    for raw in names:
+        if not isinstance(raw, str) or not raw.strip():
+            raise ConfigError("capabilities", raw, "is not a capability name")
+        name = raw.strip().upper()
+        if name == "ALL":
+            out.update(names_of_mask((1 << (last_cap() + 1)) - 1))
+            continue
+        if not name.startswith("CAP_"):
+            name = "CAP_" + name
+        _number(name)
+        out.add(name)
+    return tuple(sorted(out, key=_number))
+
+
+def capability_mask(names: Iterable[str]) -> int:
+    mask = 0
+    for name in names:
+        mask |= 1 << _number(name)
+    return mask
+
+
+def names_of_mask(mask: int) -> Tuple[str, ...]:
+    shim = _shim()
+    out = []
+    for cap in range(last_cap() + 1):
+        if mask >> cap & 1:
+            ptr = shim.lib.cap_to_name(cap)
+            out.append(shim.ffi.string(ptr).decode().upper())
+            shim.lib.cap_free(ptr)
+    return tuple(out)

@@ -1,0 +1,441 @@
+"""The backend-neutral part of the cgroup manager.
+
+This module owns:
+
+* ``CgroupStats`` -- the one stats record both backends fill in;
+* ``CgroupManager`` -- the interface the executor calls, plus the logic that is
+  the same on v1 and v2 (name checks, the context manager, pid listing,
+  removing a cgroup tree with EBUSY retries);
+* the small file helpers every controller module uses (read an int, parse a
+  flat-keyed file like ``memory.stat``, write a limit and turn the kernel's
+  refusal into a ``ConfigError``, require that a control file exists);
+* mount discovery from ``/proc/self/mountinfo``.
+
+Nothing here knows controller file names except through its callers.
+"""
+from __future__ import annotations
+
+import abc
+import errno
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+from ..config import Resources
+from ..errors import ConfigError
+
+__all__ = [
+    "CgroupStats", "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
+    "read_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
+    "write_value", "require_file", "tree_pids", "remove_tree", "set_fields",
+]
+
+log = logging.getLogger(__name__)
+
+# Which controller a Resources field needs (v1 and v2 use the same names here;
+# v1 "io" is called "blkio", see v1.py).
+FIELD_CONTROLLER: Dict[str, str] = {
+    "memory": "memory",
+    "memory_reservation": "memory",
+    "memory_swap": "memory",
+    "cpu_shares": "cpu",
+    "cpus": "cpu",
+    "cpuset_cpus": "cpuset",
+    "cpuset_mems": "cpuset",
+    "pids": "pids",
+    "io_weight": "io",
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+
+# errnos with which the kernel refuses a *value* (as opposed to refusing us).
+_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW, errno.ENOSPC})
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """A snapshot of a task cgroup's usage. Same fields on v1 and v2.
+
+    A field the host cannot provide (controller not mounted/enabled, kernel too
+    old, swap accounting off) is ``None``; nothing is estimated.
+    """
+
+    #: Current memory usage in bytes (v1 memory.usage_in_bytes, v2 memory.current).
+    memory_usage: Optional[int] = None
+    #: Peak memory usage in bytes since creation (v1 memory.max_usage_in_bytes;
+    #: v2 memory.peak, since kernel 5.19 -- None before).
+    memory_max_usage: Optional[int] = None
+    #: Hard memory limit in bytes; None = unlimited (or no memory controller).
+    memory_limit: Optional[int] = None
+    #: Swap in use, bytes (v1 memory.stat total_swap, needs swap accounting;
+    #: v2 memory.swap.current, needs CONFIG_MEMCG_SWAP). None when not accounted.
+    swap_usage: Optional[int] = None
+    #: Page cache, bytes (v1 memory.stat total_cache, v2 memory.stat file).
+    memory_cache: Optional[int] = None
+    #: Anonymous memory, bytes (v1 memory.stat total_rss, v2 memory.stat anon).
+    memory_rss: Optional[int] = None
+    #: Number of processes the OOM killer killed in the cgroup (v1
+    #: memory.oom_control oom_kill, since kernel 4.13; v2 memory.events
+    #: oom_kill, since kernel 4.13).
+    oom_events: Optional[int] = None
+    #: Total CPU time consumed, nanoseconds (v1 cpuacct.usage; v2 cpu.stat
+    #: usage_usec x 1000, so microsecond resolution).
+    cpu_usage_ns: Optional[int] = None
+    #: User CPU time, nanoseconds (v1 cpuacct.usage_user, since 4.11, else
+    #: cpuacct.stat ticks; v2 cpu.stat user_usec x 1000).
+    cpu_user_ns: Optional[int] = None
+    #: System CPU time, nanoseconds (as cpu_user_ns, with usage_sys/system_usec).
+    cpu_system_ns: Optional[int] = None
+    #: Number of CFS periods in which the cgroup was throttled (cpu.stat
+    #: nr_throttled; on v2 only while the cpu controller is enabled).
+    cpu_throttled_periods: Optional[int] = None
+    #: Total time throttled, nanoseconds (v1 cpu.stat throttled_time; v2 cpu.stat
+    #: throttled_usec x 1000, cpu controller enabled).
+    cpu_throttled_ns: Optional[int] = None
+    #: Number of tasks (threads count) in the cgroup (pids.current).
+    pids_current: Optional[int] = None
+    #: pids.max; None = "max" (no limit) or no pids controller.
+    pids_limit: Optional[int] = None
+    #: When the snapshot was taken, seconds since the epoch (time.time()).
+    timestamp: float = field(default_factory=time.time)
+
+
+# --------------------------------------------------------------------------- files
+
+def read_text(path: str) -> str:
+    """The content of a control file, stripped."""
+    with open(path, "r") as f:
+        return f.read().strip()
+
+
+def read_int(path: str) -> Optional[int]:
+    """An integer control file; None when the file does not exist."""
+    try:
+        return int(read_text(path))
+    except FileNotFoundError:
+        return None
+
+
+def read_int_or_max(path: str) -> Optional[int]:
+    """A file holding an int or ``max``; ``max`` and a missing file give None."""
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        return None
+    return None if text == "max" else int(text)
+
+
+def parse_keyed(text: str) -> Dict[str, int]:
+    """Parse a flat-keyed file (``key value`` per line, like memory.stat, cpu.stat,
+    memory.events, memory.oom_control). Lines whose value is not an int are skipped."""
+    out: Dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        try:
+            out[parts[0]] = int(parts[1])
+        except ValueError:
+            continue
+    return out
+
+
+def read_keyed(path: str) -> Optional[Dict[str, int]]:
+    """``parse_keyed`` of a file; None when the file does not exist."""
+    try:
+        return parse_keyed(read_text(path))
+    except FileNotFoundError:
+        return None
+
+
+def write_value(path: str, text: Union[str, int], field_name: str, value: object) -> None:
+    """Write ``text`` to a control file for the Resources field ``field_name``.
+
+    When the kernel refuses the value (EINVAL, EBUSY, ERANGE, ...) the error is a
+    ``ConfigError`` naming the field, the file and the kernel's reason; any
+    other OSError (permissions, a vanished cgroup) propagates unchanged.
+    """
+    data = str(text)
+    log.debug("write %r > %s", data, path)
+    try:
+        with open(path, "w") as f:
+            f.write(data)
+    except OSError as e:
+        if e.errno in _VALUE_ERRNOS:
+            raise ConfigError(field_name, value,
+                              f"was rejected by the kernel: writing {data!r} to {path}: "
+                              f"{os.strerror(e.errno)}") from e
+        raise
+
+
+def require_file(directory: str, filename: str, field_name: str, value: object,
+                 controller: str, hint: str = "") -> str:
+    """The path of ``directory/filename``; a ``ConfigError`` naming the controller
+    and the file when it does not exist (a limit is never silently dropped)."""
+    path = os.path.join(directory, filename)
+    if not os.path.exists(path):
+        extra = f" ({hint})" if hint else ""
+        raise ConfigError(field_name, value,
+                          f"needs {filename} of the '{controller}' cgroup controller, "
+                          f"which this host does not provide in {directory}{extra}")
+    return path
+
+
+def set_fields(resources: Resources) -> List[Tuple[str, object]]:
+    """(field, value) of every limit set in ``resources``, in declaration order."""
+    return [(name, getattr(resources, name)) for name in FIELD_CONTROLLER
+            if getattr(resources, name) is not None]
+
+
+# --------------------------------------------------------------------------- mounts
+
+class MountEntry(NamedTuple):
+    """One cgroup file system mount from /proc/self/mountinfo."""
+
+    fstype: str            # "cgroup" (v1) or "cgroup2"
+    mountpoint: str
+    root: str              # the cgroup the mount shows at its top ("/" normally)
+    options: Tuple[str, ...]  # super options, e.g. ("rw", "memory")
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> List[MountEntry]:
+    """Every cgroup and cgroup2 mount visible to this process, in mount order."""
+    out: List[MountEntry] = []
+    with open(mountinfo) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            rfields = right.split()
+            if len(fields) < 5 or len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
+                continue
+            out.append(MountEntry(rfields[0], _unescape(fields[4]), _unescape(fields[3]),
+                                  tuple(rfields[2].split(","))))
+    return out
+
+
+# --------------------------------------------------------------------------- processes
+
+def _procs(directory: str) -> List[int]:
+    try:
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def tree_pids(directories: Iterable[str]) -> List[int]:
+    """Sorted unique pids in the cgroups ``directories`` and all their descendants."""
+    found = set()
+    for top in directories:
+        for dirpath, _dirs, _files in os.walk(top):
+            found.update(_procs(dirpath))
+    return sorted(found)
+
+
+def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to each pid; pids that are already gone are ignored."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def remove_tree(directory: str, timeout: float = 2.0) -> None:
+    """rmdir a cgroup and its descendants, deepest first, retrying EBUSY (tasks
+    that were just killed leave the cgroup asynchronously). Gone already is fine."""
+    if not os.path.isdir(directory):
+        return
+    subdirs = [dirpath for dirpath, _d, _f in os.walk(directory)]
+    deadline = time.monotonic() + timeout
+    for path in sorted(subdirs, key=len, reverse=True):
+        delay = 0.005
+        while True:
+            try:
+                os.rmdir(path)
+                log.debug("removed cgroup %s", path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+
+def remove_empty_parents(directory: str, stop: str) -> None:
+    """rmdir ``directory`` and its ancestors up to (not including) ``stop`` while
+    they are empty. Busy or non-empty parents (siblings still alive) stay."""
+    stop = os.path.normpath(stop)
+    path = os.path.normpath(directory)
+    while path != stop and path.startswith(stop + os.sep):
+        try:
+            os.rmdir(path)
+            log.debug("removed empty parent cgroup %s", path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                return
+            raise
+        path = os.path.dirname(path)
+
+
+def check_names(name: str, parent: str) -> None:
+    """Cgroup ``name`` is one path component; ``parent`` one or more ('a/b')."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError("name", name, "is not a cgroup name (letters, digits, '_', '.', '-', '@', ':')")
+    if not isinstance(parent, str) or not parent or not all(
+            _NAME_RE.match(part) for part in parent.strip("/").split("/")):
+        raise ConfigError("parent", parent, "is not a cgroup path like 'pyexec' or 'a/b'")
+
+
+# --------------------------------------------------------------------------- interface
+
+class CgroupManager(abc.ABC):
+    """One task's cgroup(s): create with limits, add processes, read stats, kill, remove.
+
+    ``update`` follows Docker's ``update``: a field that is None in the new
+    Resources keeps its current value (limits are changed, never removed).
+    """
+
+    def __init__(self, name: str, resources: Resources, parent: str = "pyexec") -> None:
+        check_names(name, parent)
+        if not isinstance(resources, Resources):
+            raise ConfigError("resources", resources, "is not a Resources")
+        self.name = name
+        self.parent = parent.strip("/")
+        self.resources = resources
+        # The process that built the manager (the executor) must never join the
+        # cgroup it may SIGKILL wholesale.
+        self._owner_pid = os.getpid()
+        self._oom_baseline = 0
+
+    # -- abstract API ---------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def paths(self) -> Dict[str, str]:
+        """Controller name -> absolute cgroup directory (v2: {"unified": path})."""
+
+    @abc.abstractmethod
+    def create(self) -> None:
+        """Create the cgroup(s), cleaning a stale one of the same name first, and apply limits."""
+
+    @abc.abstractmethod
+    def update(self, resources: Resources) -> None:
+        """Change limits of the live cgroup (None fields stay as they are)."""
+
+    @abc.abstractmethod
+    def stats(self) -> CgroupStats:
+        """A usage snapshot."""
+
+    @abc.abstractmethod
+    def _oom_kill_count(self) -> Optional[int]:
+        """The cgroup's cumulative OOM-kill counter, None when the kernel has none."""
+
+    @abc.abstractmethod
+    def _kill_round(self, deadline: float) -> None:
+        """One round of killing every process in the cgroup (backend specific)."""
+
+    @abc.abstractmethod
+    def _write_pid(self, pid: int) -> None:
+        """Move ``pid`` into the cgroup(s)."""
+
+    def open_dir_fd(self) -> Optional[int]:
+        """A directory fd of the cgroup for clone3(CLONE_INTO_CGROUP); None on v1."""
+        return None
+
+    # -- shared implementation --------------------------------------------------
+    def _dirs(self) -> List[str]:
+        """The distinct cgroup directories (co-mounted v1 controllers share one)."""
+        return sorted(set(self.paths.values()))
+
+    def exists(self) -> bool:
+        """True while any of the cgroup directories exists."""
+        return any(os.path.isdir(d) for d in self._dirs())
+
+    def add_pid(self, pid: int) -> None:
+        """Move process ``pid`` (all its threads) into the cgroup."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ConfigError("pid", pid, "is not a process id")
+        if pid == self._owner_pid:
+            raise ConfigError("pid", pid, "is the executor's own process; it must never join a task cgroup")
+        self._write_pid(pid)
+
+    def pids(self) -> List[int]:
+        """Sorted pids of every process in the cgroup (and any sub-cgroup)."""
+        return tree_pids(d for d in self._dirs() if os.path.isdir(d))
+
+    def oom_killed(self) -> bool:
+        """True when the OOM killer killed a process in this cgroup since create()."""
+        count = self._oom_kill_count()
+        if count is None:
+            log.debug("%s: the kernel exposes no oom_kill counter; reporting no OOM kill", self.name)
+            return False
+        return count > self._oom_baseline
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the cgroup, repeating until it is empty.
+
+        Raises ``TimeoutError`` naming the survivors when ``timeout`` seconds
+        pass, and ``RuntimeError`` rather than kill the calling process itself.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.pids()
+            if not pids:
+                return
+            me = os.getpid()
+            if me in pids:
+                raise RuntimeError(f"cgroup {self.name} contains the calling process {me}; refusing to kill it")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cgroup {self._dirs()[0]}: processes {pids} survived SIGKILL for {timeout}s")
+            self._kill_round(deadline)
+            self._wait_empty(min(deadline, time.monotonic() + 0.2))
+
+    def _wait_empty(self, until: float) -> None:
+        delay = 0.002
+        while self.pids() and time.monotonic() < until:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def destroy(self) -> None:
+        """kill_all, then remove the cgroup(s) and empty parents. Idempotent."""
+        if self.exists():
+            self.kill_all()
+            for directory in self._dirs():
+                remove_tree(directory)
+        self._remove_parents()
+
+    @abc.abstractmethod
+    def _remove_parents(self) -> None:
+        """rmdir the parent cgroup(s) when they became empty."""
+
+    def __enter__(self) -> "CgroupManager":
+        self.create()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.parent}/{self.name}>"
+
+
+def fields_needing(resources: Resources, controllers: Mapping[str, str]) -> Dict[str, List[Tuple[str, object]]]:
+    """Group the set fields of ``resources`` by controller (names mapped through
+    ``controllers``, e.g. io -> blkio on v1)."""
+    out: Dict[str, List[Tuple[str, object]]] = {}
+    for field_name, value in set_fields(resources):
+        ctl = controllers.get(FIELD_CONTROLLER[field_name], FIELD_CONTROLLER[field_name])
+        out.setdefault(ctl, []).append((field_name, value))
+    return out

@@ -1,0 +1,185 @@
+"""The memory controller: limits (memory, memory_reservation, memory_swap), the
+OOM-kill counter and memory statistics, for cgroup v1 and v2.
+
+v1 files: memory.limit_in_bytes, memory.soft_limit_in_bytes,
+memory.memsw.limit_in_bytes (memory + swap, needs swap accounting),
+memory.oom_control (oom_kill since 4.13), memory.stat.
+v2 files: memory.max, memory.low, memory.swap.max (swap only, so memory_swap -
+memory), memory.oom.group (4.19), memory.events, memory.peak (5.19), memory.stat.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional
+
+from ..config import Resources
+from ..errors import ConfigError
+from .base import read_int, read_int_or_max, read_keyed, read_text, require_file, write_value
+
+__all__ = [
+    "check_memory_v1", "set_memory_v1", "stat_memory_v1", "oom_kills_v1",
+    "check_memory_v2", "set_memory_v2", "stat_memory_v2", "oom_kills_v2", "enable_oom_group_v2",
+    "swap_max_v2",
+]
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX * PAGE_SIZE (LONG_MAX rounded down to a page).
+_V1_UNLIMITED = 1 << 62
+
+_SWAP_HINT = "swap accounting is off: boot with swapaccount=1 / CONFIG_MEMCG_SWAP"
+
+
+def _needs_memory(field_name: str, value: object) -> ConfigError:
+    return ConfigError(field_name, value, "needs memory to be set too (memory_swap is memory + swap)")
+
+
+# --------------------------------------------------------------------------- v1
+
+def check_memory_v1(path: str, res: Resources) -> None:
+    """Raise ConfigError for a memory field whose v1 control file is missing."""
+    if res.memory is not None:
+        require_file(path, "memory.limit_in_bytes", "memory", res.memory, "memory")
+    if res.memory_reservation is not None:
+        require_file(path, "memory.soft_limit_in_bytes", "memory_reservation",
+                     res.memory_reservation, "memory")
+    if res.memory_swap is not None:
+        require_file(path, "memory.memsw.limit_in_bytes", "memory_swap", res.memory_swap,
+                     "memory", _SWAP_HINT)
+        if res.memory_swap != -1 and res.memory is None:
+            current = read_int(os.path.join(path, "memory.limit_in_bytes"))
+            if current is None or current >= _V1_UNLIMITED:
+                raise _needs_memory("memory_swap", res.memory_swap)
+
+
+def set_memory_v1(path: str, res: Resources) -> None:
+    """Write the memory limits of ``res`` (None fields untouched).
+
+    memory.memsw.limit_in_bytes must always be >= memory.limit_in_bytes, so the
+    two are written in the order that keeps that true at every step.
+    """
+    limit = os.path.join(path, "memory.limit_in_bytes")
+    memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+    if res.memory_swap is None:
+        if res.memory is not None:
+            write_value(limit, res.memory, "memory", res.memory)
+    elif res.memory_swap == -1:
+        write_value(memsw, -1, "memory_swap", -1)
+        if res.memory is not None:
+            write_value(limit, res.memory, "memory", res.memory)
+    else:
+        current_memsw = read_int(memsw) or 0
+        if res.memory is not None and res.memory > current_memsw:
+            write_value(memsw, res.memory_swap, "memory_swap", res.memory_swap)
+            write_value(limit, res.memory, "memory", res.memory)
+        else:
+            if res.memory is not None:
+                write_value(limit, res.memory, "memory", res.memory)
+            write_value(memsw, res.memory_swap, "memory_swap", res.memory_swap)
+    if res.memory_reservation is not None:
+        write_value(os.path.join(path, "memory.soft_limit_in_bytes"), res.memory_reservation,
+                    "memory_reservation", res.memory_reservation)
+
+
+def oom_kills_v1(path: str) -> Optional[int]:
+    """memory.oom_control's oom_kill counter (kernel 4.13+); None without it."""
+    control = read_keyed(os.path.join(path, "memory.oom_control"))
+    return None if control is None else control.get("oom_kill")
+
+
+def stat_memory_v1(path: Optional[str]) -> Dict[str, Optional[int]]:
+    """CgroupStats memory fields from a v1 memory cgroup (empty without one)."""
+    if path is None or not os.path.isdir(path):
+        return {}
+    stat = read_keyed(os.path.join(path, "memory.stat")) or {}
+    limit = read_int(os.path.join(path, "memory.limit_in_bytes"))
+
+    def pick(name: str) -> Optional[int]:
+        # total_* include descendants; plain names are this cgroup only.
+        return stat.get("total_" + name, stat.get(name))
+
+    return {
+        "memory_usage": read_int(os.path.join(path, "memory.usage_in_bytes")),
+        "memory_max_usage": read_int(os.path.join(path, "memory.max_usage_in_bytes")),
+        "memory_limit": None if limit is None or limit >= _V1_UNLIMITED else limit,
+        "swap_usage": pick("swap"),  # only listed when swap is accounted
+        "memory_cache": pick("cache"),
+        "memory_rss": pick("rss"),
+        "oom_events": oom_kills_v1(path),
+    }
+
+
+# --------------------------------------------------------------------------- v2
+
+def swap_max_v2(memory_swap: int, memory: Optional[int]) -> str:
+    """memory.swap.max for Docker's memory_swap (memory + swap); -1 is "max"."""
+    if memory_swap == -1:
+        return "max"
+    if memory is None:
+        raise _needs_memory("memory_swap", memory_swap)
+    return str(memory_swap - memory)
+
+
+def _current_max_v2(path: str) -> Optional[int]:
+    return read_int_or_max(os.path.join(path, "memory.max"))
+
+
+def check_memory_v2(path: str, res: Resources) -> None:
+    """Raise ConfigError for a memory field whose v2 control file is missing."""
+    if res.memory is not None:
+        require_file(path, "memory.max", "memory", res.memory, "memory")
+    if res.memory_reservation is not None:
+        require_file(path, "memory.low", "memory_reservation", res.memory_reservation, "memory")
+    if res.memory_swap is not None:
+        require_file(path, "memory.swap.max", "memory_swap", res.memory_swap, "memory", _SWAP_HINT)
+        memory = res.memory if res.memory is not None else _current_max_v2(path)
+        swap_max_v2(res.memory_swap, memory)  # raises when memory is unknown
+
+
+def set_memory_v2(path: str, res: Resources) -> None:
+    """Write memory.max / memory.low / memory.swap.max for ``res`` (None fields untouched)."""
+    if res.memory is not None:
+        write_value(os.path.join(path, "memory.max"), res.memory, "memory", res.memory)
+    if res.memory_reservation is not None:
+        write_value(os.path.join(path, "memory.low"), res.memory_reservation,
+                    "memory_reservation", res.memory_reservation)
+    if res.memory_swap is not None:
+        memory = res.memory if res.memory is not None else _current_max_v2(path)
+        write_value(os.path.join(path, "memory.swap.max"), swap_max_v2(res.memory_swap, memory),
+                    "memory_swap", res.memory_swap)
+
+
+def enable_oom_group_v2(path: str) -> bool:
+    """memory.oom.group = 1 (kernel 4.19+): an OOM kill takes the whole task
+    down instead of one process of it. False when the file does not exist."""
+    group = os.path.join(path, "memory.oom.group")
+    if not os.path.exists(group):
+        return False
+    with open(group, "w") as f:
+        f.write("1")
+    return True
+
+
+def oom_kills_v2(path: str) -> Optional[int]:
+    """memory.events oom_kill (hierarchical unless mounted with memory_localevents)."""
+    events = read_keyed(os.path.join(path, "memory.events"))
+    return None if events is None else events.get("oom_kill")
+
+
+def stat_memory_v2(path: str) -> Dict[str, Optional[int]]:
+    """CgroupStats memory fields of a v2 cgroup (all None without the memory controller)."""
+    if not os.path.exists(os.path.join(path, "memory.current")):
+        return {}
+    stat = read_keyed(os.path.join(path, "memory.stat")) or {}
+    try:
+        limit_text = read_text(os.path.join(path, "memory.max"))
+        limit: Optional[int] = None if limit_text == "max" else int(limit_text)
+    except FileNotFoundError:
+        limit = None
+    return {
+        "memory_usage": read_int(os.path.join(path, "memory.current")),
+        "memory_max_usage": read_int(os.path.join(path, "memory.peak")),
+        "memory_limit": limit,
+        "swap_usage": read_int(os.path.join(path, "memory.swap.current")),
+        "memory_cache": stat.get("file"),
+        "memory_rss": stat.get("anon"),
+        "oom_events": oom_kills_v2(path),
+    }

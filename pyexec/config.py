@@ -1,0 +1,366 @@
+"""Typed configuration of a task: ``ExecCommand``, ``Resources``, ``Isolation``, ``Mount``.
+
+This module owns validation that needs nothing but the values themselves and the
+file system: every dataclass checks itself in ``__post_init__`` and raises
+``ConfigError`` naming the field and the value, so bad input fails before any
+process, mount or directory exists. Values are normalised on the way in (sizes
+become bytes, names become canonical), so consumers read plain ints and tuples.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import ConfigError
+
+__all__ = [
+    "parse_size", "Resources", "Mount", "Isolation", "ExecCommand",
+    "NAMESPACES", "DEFAULT_NAMESPACES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS",
+    "DEFAULT_PATH",
+]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NAMESPACES = frozenset({"pid", "mnt", "uts", "ipc", "net", "user", "cgroup", "time"})
+DEFAULT_NAMESPACES = frozenset({"pid", "mnt", "uts", "ipc", "net"})
+
+# runc's defaults: kernel interfaces a container must neither read nor write.
+DEFAULT_MASKED_PATHS: Tuple[str, ...] = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS: Tuple[str, ...] = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(field_name: str, value: Union[int, float, str, None]) -> Optional[int]:
+    """Bytes from an int or a string like ``"64M"``, ``"1.5G"``, ``"512kb"``; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(field_name, value, "is not a size")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(field_name, value, "must not be negative")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(field_name, value, "is not a size")
+        return int(value)
+    if isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if not match or (match.group(3) and match.group(3).lower() == "ib" and not match.group(2)):
+            raise ConfigError(field_name, value, "is not a size")
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    raise ConfigError(field_name, value, "is not a size")
+
+
+def _int_in_range(field_name: str, value: Any, low: int, high: Optional[int] = None) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field_name, value, "is not an integer")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(field_name, value, f"must be {bound}")
+    return value
+
+
+_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def _cpuset(field_name: str, value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CPUSET_RE.match(value.replace(" ", "")):
+        raise ConfigError(field_name, value, "is not a cpu/node list like '0-2,4'")
+    return value.replace(" ", "")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Cgroup limits of a task. Sizes accept ints (bytes) or strings ("64M", "1.5G").
+
+    After construction every size field holds bytes (int); ``memory_swap`` may be
+    -1 for unlimited swap. ``None`` means "no limit set".
+    """
+
+    memory: Optional[Union[int, str]] = None             # hard limit, bytes
+    memory_reservation: Optional[Union[int, str]] = None  # soft limit, bytes
+    memory_swap: Optional[Union[int, str]] = None        # memory + swap, bytes (Docker's meaning); -1 = unlimited
+    cpu_shares: Optional[int] = None                     # 2..262144, relative weight
+    cpus: Optional[float] = None                         # CPU bandwidth in cores, e.g. 0.5
+    cpuset_cpus: Optional[str] = None                    # "0-1,3"
+    cpuset_mems: Optional[str] = None
+    pids: Optional[int] = None                           # max number of processes
+    io_weight: Optional[int] = None                      # 10..1000
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "memory", parse_size("memory", self.memory))
+        put(self, "memory_reservation", parse_size("memory_reservation", self.memory_reservation))
+        if self.memory_swap == -1 or self.memory_swap == "-1":
+            put(self, "memory_swap", -1)
+        else:
+            put(self, "memory_swap", parse_size("memory_swap", self.memory_swap))
+        if self.memory is not None and self.memory < 4096 * 64:
+            raise ConfigError("memory", self.memory, "is too small (minimum 256K)")
+        if (self.memory_swap not in (None, -1) and self.memory is not None
+                and self.memory_swap < self.memory):  # type: ignore[operator]
+            raise ConfigError("memory_swap", self.memory_swap, "must be at least memory (it includes it)")
+        _int_in_range("cpu_shares", self.cpu_shares, 2, 262144)
+        if self.cpus is not None:
+            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) \
+                    or not math.isfinite(self.cpus) or self.cpus < 0.01:
+                raise ConfigError("cpus", self.cpus, "must be a number of CPUs of at least 0.01")
+            put(self, "cpus", float(self.cpus))
+        put(self, "cpuset_cpus", _cpuset("cpuset_cpus", self.cpuset_cpus))
+        put(self, "cpuset_mems", _cpuset("cpuset_mems", self.cpuset_mems))
+        _int_in_range("pids", self.pids, 1)
+        _int_in_range("io_weight", self.io_weight, 10, 1000)
+
+    def is_empty(self) -> bool:
+        """True when no limit at all is set."""
+        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path ``source`` at ``target`` inside the task."""
+
+    source: str
+    target: str
+    readonly: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not os.path.isabs(self.source):
+            raise ConfigError("mounts.source", self.source, "must be an absolute path")
+        if not os.path.exists(self.source):
+            raise ConfigError("mounts.source", self.source, "does not exist")
+        _check_container_path("mounts.target", self.target)
+
+
+def _check_container_path(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise ConfigError(field_name, value, "must be an absolute path")
+    if ".." in Path(value).parts:
+        raise ConfigError(field_name, value, "must not contain '..'")
+    return value
+
+
+_RLIMIT_NAMES = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
+                 for name in dir(resource) if name.startswith("RLIMIT_")}
+
+RlimitValue = Union[int, str, None]
+
+
+def _rlimit_value(field_name: str, value: RlimitValue) -> int:
+    if value is None or value == -1 or (isinstance(value, str) and value.lower() in ("unlimited", "infinity")):
+        return resource.RLIM_INFINITY
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(field_name, value, "is not a limit (a non-negative int or 'unlimited')")
+    return value
+
+
+def _normalise_rlimits(value: Mapping[str, Any]) -> Dict[str, Tuple[int, int]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("rlimits", value, "must be a mapping of name to (soft, hard)")
+    out: Dict[str, Tuple[int, int]] = {}
+    for raw_name, limits in value.items():
+        name = str(raw_name).lower()
+        if name.startswith("rlimit_"):
+            name = name[len("rlimit_"):]
+        if name not in _RLIMIT_NAMES:
+            raise ConfigError("rlimits", raw_name, "is not a resource limit name (nofile, nproc, core, ...)")
+        if isinstance(limits, (int, str)) or limits is None:
+            limits = (limits, limits)
+        if not isinstance(limits, (tuple, list)) or len(limits) != 2:
+            raise ConfigError(f"rlimits.{name}", limits, "must be (soft, hard)")
+        soft = _rlimit_value(f"rlimits.{name}", limits[0])
+        hard = _rlimit_value(f"rlimits.{name}", limits[1])
+        if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+            raise ConfigError(f"rlimits.{name}", tuple(limits), "soft limit is above the hard limit")
+        out[name] = (soft, hard)
+    return out
+
+
+def rlimit_number(name: str) -> int:
+    """The kernel's RLIMIT_* number of a normalised rlimit name."""
+    return _RLIMIT_NAMES[name]
+
+
+IdMap = Sequence[Tuple[int, int, int]]
+
+
+def _normalise_idmap(field_name: str, value: Optional[IdMap]) -> Optional[Tuple[Tuple[int, int, int], ...]]:
+    if value is None:
+        return None
+    out = []
+    for entry in value:
+        if (not isinstance(entry, (tuple, list)) or len(entry) != 3
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in entry)
+                or entry[2] == 0):
+            raise ConfigError(field_name, entry, "must be (inside_id, host_id, count) with count > 0")
+        out.append(tuple(entry))
+    if not out:
+        raise ConfigError(field_name, value, "must not be empty")
+    return tuple(out)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How the task is isolated from the host. The defaults are a hardened container.
+
+    ``rootfs=None`` builds the *host-mirror root*: a read-only tmpfs with the
+    host's /bin /sbin /lib* /usr /etc bound read-only, fresh /proc, a minimal /dev,
+    read-only /sys, tmpfs /tmp and ``task_dir/local`` writable at /local.
+    ``capabilities=None`` means Docker's default set for root and none for other
+    users; a list gives the exact set ("NET_BIND_SERVICE" or "CAP_NET_BIND_SERVICE").
+    """
+
+    namespaces: FrozenSet[str] = DEFAULT_NAMESPACES
+    rootfs: Optional[str] = None
+    readonly_rootfs: bool = True
+    hostname: Optional[str] = None
+    mounts: Tuple[Mount, ...] = ()
+    masked_paths: Tuple[str, ...] = DEFAULT_MASKED_PATHS
+    readonly_paths: Tuple[str, ...] = DEFAULT_READONLY_PATHS
+    capabilities: Optional[Tuple[str, ...]] = None
+    no_new_privs: bool = True
+    rlimits: Mapping[str, Any] = field(default_factory=dict)
+    uid_map: Optional[IdMap] = None
+    gid_map: Optional[IdMap] = None
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        namespaces = self.namespaces
+        if isinstance(namespaces, str) or not hasattr(namespaces, "__iter__"):
+            raise ConfigError("namespaces", namespaces, "must be a set of namespace names")
+        names = frozenset("mnt" if n == "mount" else n for n in namespaces)
+        for name in sorted(names):
+            if name not in NAMESPACES:
+                raise ConfigError("namespaces", name, f"is not a namespace (one of {', '.join(sorted(NAMESPACES))})")
+        put(self, "namespaces", names)
+        if self.rootfs is not None:
+            if not isinstance(self.rootfs, (str, os.PathLike)) or not os.path.isabs(str(self.rootfs)):
+                raise ConfigError("rootfs", self.rootfs, "must be an absolute path")
+            if not os.path.isdir(self.rootfs):
+                raise ConfigError("rootfs", self.rootfs, "is not a directory")
+            put(self, "rootfs", os.path.realpath(self.rootfs))
+            if "mnt" not in names:
+                raise ConfigError("rootfs", self.rootfs, "needs the 'mnt' namespace")
+        if self.hostname is not None:
+            _check_hostname("hostname", self.hostname)
+            if "uts" not in names:
+                raise ConfigError("hostname", self.hostname, "needs the 'uts' namespace")
+        mounts = tuple(self.mounts)
+        for mount in mounts:
+            if not isinstance(mount, Mount):
+                raise ConfigError("mounts", mount, "is not a Mount")
+        if mounts and "mnt" not in names:
+            raise ConfigError("mounts", [m.target for m in mounts], "need the 'mnt' namespace")
+        put(self, "mounts", mounts)
+        for field_name in ("masked_paths", "readonly_paths"):
+            paths = tuple(getattr(self, field_name))
+            for path in paths:
+                _check_container_path(field_name, path)
+            put(self, field_name, paths)
+        if self.capabilities is not None:
+            from .caps import parse_capabilities  # needs the compiled shim (libcap names)
+            if isinstance(self.capabilities, str):
+                raise ConfigError("capabilities", self.capabilities, "must be a list of capability names")
+            put(self, "capabilities", parse_capabilities(self.capabilities))
+        put(self, "rlimits", _normalise_rlimits(self.rlimits))
+        put(self, "uid_map", _normalise_idmap("uid_map", self.uid_map))
+        put(self, "gid_map", _normalise_idmap("gid_map", self.gid_map))
+        if (self.uid_map or self.gid_map) and "user" not in names:
+            raise ConfigError("uid_map", self.uid_map or self.gid_map, "needs the 'user' namespace")
+        if "user" in names:
+            raise ConfigError("namespaces", "user", "is not supported yet (user namespaces land with issue 5)")
+
+
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
+
+
+def _check_hostname(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not _HOSTNAME_RE.match(value):
+        raise ConfigError(field_name, value, "is not a valid host name (letters, digits, '.', '-'; at most 64)")
+    return value
+
+
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+
+
+@dataclass(frozen=True)
+class ExecCommand:
+    """One task: what to run, where, as whom, with which limits and isolation."""
+
+    argv: Sequence[str]
+    task_dir: Union[str, os.PathLike]
+    name: Optional[str] = None
+    env: Optional[Mapping[str, str]] = None
+    cwd: str = "/"
+    user: Optional[str] = None
+    stdout_path: Optional[str] = None
+    stderr_path: Optional[str] = None
+    stdin_path: Optional[str] = None
+    resources: Resources = field(default_factory=Resources)
+    isolation: Isolation = field(default_factory=Isolation)
+    # Open file descriptors to give the task as stdin/stdout/stderr (the CLI
+    # passes its own); an entry of None falls back to the *_path fields.
+    stdio_fds: Optional[Tuple[Optional[int], Optional[int], Optional[int]]] = None
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        argv = self.argv
+        if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence) or not argv:
+            raise ConfigError("argv", argv, "must be a non-empty list of strings")
+        for arg in argv:
+            if not isinstance(arg, str) or "\0" in arg:
+                raise ConfigError("argv", arg, "must be a string without NUL")
+        if not argv[0]:
+            raise ConfigError("argv", argv[0], "program name must not be empty")
+        put(self, "argv", tuple(argv))
+        task_dir = os.fspath(self.task_dir) if isinstance(self.task_dir, (str, os.PathLike)) else self.task_dir
+        if not isinstance(task_dir, str) or not os.path.isabs(task_dir):
+            raise ConfigError("task_dir", self.task_dir, "must be an absolute path")
+        if os.path.exists(task_dir) and not os.path.isdir(task_dir):
+            raise ConfigError("task_dir", task_dir, "exists and is not a directory")
+        put(self, "task_dir", os.path.normpath(task_dir))
+        name = self.name if self.name is not None else os.path.basename(self.task_dir) or "task"
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
+            raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
+        put(self, "name", name)
+        env = dict(self.env) if self.env is not None else {"PATH": DEFAULT_PATH}
+        for key, value in env.items():
+            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+                raise ConfigError("env", key, "is not a valid variable name (no '=' or NUL, not empty)")
+            if not isinstance(value, str) or "\0" in value:
+                raise ConfigError(f"env.{key}", value, "must be a string without NUL")
+        put(self, "env", env)
+        _check_container_path("cwd", self.cwd)
+        if self.user is not None:
+            if not isinstance(self.user, str) or not _USER_RE.match(self.user):
+                raise ConfigError("user", self.user, "is not a user ('name', 'uid' or 'uid:gid')")
+        for field_name in ("stdout_path", "stderr_path", "stdin_path"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.path.isabs(value)):
+                raise ConfigError(field_name, value, "must be an absolute path")
+        if self.stdio_fds is not None:
+            if len(self.stdio_fds) != 3 or not all(fd is None or (isinstance(fd, int) and fd >= 0)
+                                                    for fd in self.stdio_fds):
+                raise ConfigError("stdio_fds", self.stdio_fds, "must be three file descriptors or None")
+        if not isinstance(self.resources, Resources):
+            raise ConfigError("resources", self.resources, "is not a Resources")
+        if not isinstance(self.isolation, Isolation):
+            raise ConfigError("isolation", self.isolation, "is not an Isolation")

@@ -1,0 +1,151 @@
+"""The executor interface every kind of executor implements.
+
+An executor runs exactly one task: ``launch`` once, then ``wait``/``wait_async``,
+``signal`` and ``shutdown``; it is a context manager whose exit shuts the task
+down. Shared behaviour (state checks, shutdown's signal-grace-kill sequence,
+stdio and task_dir preparation) lives here once; subclasses supply how a task
+starts and how all of its processes are killed.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import signal as _signal
+import threading
+from typing import List, Optional, Tuple
+
+from ..config import ExecCommand
+from ..errors import ConfigError, PyexecError
+from ..process import ExitResult, ProcessState, TaskProcess
+
+__all__ = ["Executor", "StdioFiles"]
+
+log = logging.getLogger(__name__)
+
+
+class Executor(abc.ABC):
+    """Runs one task. Thread-safe: any thread may wait, signal or shut down."""
+
+    kind: str = "abstract"
+
+    def __init__(self) -> None:
+        self._proc: Optional[TaskProcess] = None
+        self._cmd: Optional[ExecCommand] = None
+        self._launch_lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
+
+    # -- public API --------------------------------------------------------
+    def launch(self, cmd: ExecCommand) -> ProcessState:
+        """Start the task; returns once it has exec'd, or raises (leaving nothing behind)."""
+        if not isinstance(cmd, ExecCommand):
+            raise TypeError(f"launch() takes an ExecCommand, not {type(cmd).__name__}")
+        with self._launch_lock:
+            if self._cmd is not None:
+                raise PyexecError("this executor has already launched a task; make a new one")
+            self._cmd = cmd
+            try:
+                self._proc = self._start(cmd)
+            except BaseException:
+                self._cmd = None
+                raise
+        return ProcessState(pid=self._proc.pid, started_at=self._proc.started_at)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc else None
+
+    def wait(self, timeout: Optional[float] = None) -> ExitResult:
+        """The task's ExitResult; every waiter gets the same one. ``TimeoutError`` on timeout."""
+        return self._running().wait(timeout)
+
+    async def wait_async(self) -> ExitResult:
+        return await self._running().wait_async()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to the task's main process; False if the task has exited."""
+        return self._running().send_signal(int(sig))
+
+    def shutdown(self, signal: int = _signal.SIGTERM, grace: float = 5.0) -> Optional[ExitResult]:
+        """Stop the task: ``signal``, up to ``grace`` s, then SIGKILL to every process.
+
+        Idempotent; returns the ExitResult (None if nothing was launched).
+        """
+        proc = self._proc
+        if proc is None:
+            return None
+        with self._shutdown_lock:
+            if proc.result is None and grace > 0 and proc.send_signal(int(signal)):
+                try:
+                    return proc.wait(grace)
+                except TimeoutError:
+                    log.debug("task %d ignored signal %d for %.1fs; killing it", proc.pid, signal, grace)
+            if proc.result is None:
+                self._kill_all()
+            return proc.wait()
+
+    def close(self) -> None:
+        self.shutdown(grace=0)
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- for subclasses ----------------------------------------------------
+    def _running(self) -> TaskProcess:
+        if self._proc is None:
+            raise PyexecError("no task has been launched by this executor")
+        return self._proc
+
+    @abc.abstractmethod
+    def _start(self, cmd: ExecCommand) -> TaskProcess:
+        """Start the task and return its process; clean up everything on failure."""
+
+    @abc.abstractmethod
+    def _kill_all(self) -> None:
+        """SIGKILL every process of the task (the main one last is fine)."""
+
+
+class StdioFiles:
+    """The task's stdin/stdout/stderr fds, opened by us or given by the caller.
+
+    Default: stdin from /dev/null, stdout/stderr appended to
+    ``task_dir/logs/<name>.stdout.0`` / ``.stderr.0`` (rotation is the logmon's).
+    """
+
+    def __init__(self, cmd: ExecCommand) -> None:
+        self._opened: List[int] = []
+        given = cmd.stdio_fds or (None, None, None)
+        logs = os.path.join(cmd.task_dir, "logs")
+        try:
+            self.fds: Tuple[int, int, int] = (
+                given[0] if given[0] is not None else self._open("stdin_path", cmd.stdin_path or os.devnull,
+                                                                 os.O_RDONLY),
+                given[1] if given[1] is not None else self._open_log("stdout_path", cmd.stdout_path, logs,
+                                                                     f"{cmd.name}.stdout.0"),
+                given[2] if given[2] is not None else self._open_log("stderr_path", cmd.stderr_path, logs,
+                                                                     f"{cmd.name}.stderr.0"),
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, field: str, path: str, flags: int) -> int:
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+        except OSError as exc:
+            raise ConfigError(field, path, f"cannot be opened: {exc.strerror}") from None
+        self._opened.append(fd)
+        return fd
+
+    def _open_log(self, field: str, path: Optional[str], logs: str, default_name: str) -> int:
+        if path is None:
+            os.makedirs(logs, exist_ok=True)
+            path = os.path.join(logs, default_name)
+        return self._open(field, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def close(self) -> None:
+        while self._opened:
+            os.close(self._opened.pop())

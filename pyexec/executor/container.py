@@ -1,0 +1,174 @@
+"""The container executor: a task in its own namespaces, root and credentials.
+
+It owns the translation of an ``ExecCommand`` into the shim's ``SpawnPlan``
+(namespaces, mount plan, user, capabilities, rlimits, environment), the task's
+state directory, and the launch sequence: prepare → clone → release → wait for
+exec, undoing every step when one fails.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from typing import Dict, List, Optional
+
+from .. import _shim
+from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
+from ..config import DEFAULT_PATH, ExecCommand, rlimit_number
+from ..process import ExitResult, TaskProcess
+from ..rootfs import plan_mounts
+from ..shim import CapabilitySets, Child, Credentials, SpawnPlan, release, spawn, wait_exec
+from ..users import TaskUser, resolve_user
+from .base import Executor, StdioFiles
+
+__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT"]
+
+log = logging.getLogger(__name__)
+lib = _shim.lib
+
+DEFAULT_STATE_ROOT = "/run/pyexec"
+
+_CLONE_FLAGS = {
+    "pid": lib.CLONE_NEWPID, "mnt": lib.CLONE_NEWNS, "uts": lib.CLONE_NEWUTS, "ipc": lib.CLONE_NEWIPC,
+    "net": lib.CLONE_NEWNET, "user": lib.CLONE_NEWUSER, "cgroup": lib.CLONE_NEWCGROUP,
+    "time": lib.CLONE_NEWTIME,
+}
+
+_ROOT = TaskUser(uid=0, gid=0, groups=(0,), name="root", home="/root")
+
+
+def capability_sets(requested: Optional[tuple], uid: int) -> CapabilitySets:
+    """Docker's rules: root gets the set; another user gets none unless asked for (then ambient)."""
+    mask = capability_mask(requested if requested is not None else DEFAULT_CAPABILITIES)
+    if uid == 0:
+        return CapabilitySets(mask, mask, mask, 0, 0, last_cap())
+    granted = mask if requested is not None else 0
+    return CapabilitySets(mask, granted, granted, granted, granted, last_cap())
+
+
+def task_environment(cmd: ExecCommand, user: TaskUser) -> Dict[str, str]:
+    env = dict(cmd.env or {})
+    name = user.name or str(user.uid)
+    env.setdefault("USER", name)
+    env.setdefault("LOGNAME", name)
+    env.setdefault("HOME", user.home)
+    return env
+
+
+class ContainerExecutor(Executor):
+    """Runs a task isolated in namespaces (see ``Isolation``); needs root."""
+
+    kind = "container"
+
+    def __init__(self, state_root: str = DEFAULT_STATE_ROOT) -> None:
+        super().__init__()
+        self.state_root = state_root
+        self.task_id: Optional[str] = None
+        self._state_dir: Optional[str] = None
+        self._made_task_dir: Optional[str] = None
+        self._host_pid_mode = False
+
+    # -- launch ------------------------------------------------------------
+    def _start(self, cmd: ExecCommand) -> TaskProcess:
+        isolation = cmd.isolation
+        root_dir = isolation.rootfs or "/"
+        user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
+        plan = SpawnPlan(
+            program=cmd.argv[0],
+            argv=cmd.argv,
+            env=[f"{k}={v}" for k, v in task_environment(cmd, user).items()],
+            search_path=(cmd.env or {}).get("PATH", DEFAULT_PATH),
+            clone_flags=sum(_CLONE_FLAGS[ns] for ns in isolation.namespaces),
+            use_init="pid" in isolation.namespaces,
+            hostname=(isolation.hostname or cmd.name) if "uts" in isolation.namespaces else None,
+            loopback_up="net" in isolation.namespaces,
+            make_private="mnt" in isolation.namespaces,
+            rlimits=[(rlimit_number(n), soft, hard, n) for n, (soft, hard) in isolation.rlimits.items()],
+            credentials=Credentials(user.uid, user.gid, user.groups),
+            capabilities=capability_sets(isolation.capabilities, user.uid),
+            no_new_privs=isolation.no_new_privs,
+            cwd=cmd.cwd,
+        )
+        self._host_pid_mode = not plan.use_init
+        self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
+        stdio: Optional[StdioFiles] = None
+        child: Optional[Child] = None
+        try:
+            self._prepare_task_dir(cmd)
+            if "mnt" in isolation.namespaces:
+                self._state_dir = os.path.join(self.state_root, self.task_id)
+                mirror_root = os.path.join(self._state_dir, "root")
+                os.makedirs(mirror_root, mode=0o700)
+                plan.mounts = plan_mounts(cmd, mirror_root)
+            stdio = StdioFiles(cmd)
+            plan.stdio = stdio.fds
+            started_at = time.time()
+            child = spawn(plan)
+            release(child)
+            wait_exec(child)
+        except BaseException:
+            if child is not None:
+                self._abort(child)
+            self._teardown()
+            raise
+        finally:
+            if stdio is not None:
+                stdio.close()
+        log.debug("task %s launched as pid %d", self.task_id, child.pid)
+        return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
+
+    def _prepare_task_dir(self, cmd: ExecCommand) -> None:
+        task_dir = str(cmd.task_dir)
+        if not os.path.isdir(task_dir):
+            os.makedirs(task_dir)
+            self._made_task_dir = task_dir
+        os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
+
+    @staticmethod
+    def _abort(child: Child) -> None:
+        """Kill and reap a child whose launch failed."""
+        child.close_setup_fds()
+        try:
+            os.kill(child.pid, 9) if child.pidfd < 0 else __import__("signal").pidfd_send_signal(child.pidfd, 9)
+        except ProcessLookupError:
+            pass
+        os.waitpid(child.pid, 0)
+        for fd in (child.pidfd, child.status_fd):
+            if fd >= 0:
+                os.close(fd)
+
+    # -- the end -----------------------------------------------------------
+    def _on_exit(self, result: ExitResult) -> ExitResult:
+        # The main process is reaped; with our own pid namespace nothing else
+        # of the task is left, otherwise its stragglers die with it.
+        if self._host_pid_mode:
+            self._kill_process_group()
+        self._teardown()
+        return result
+
+    def _kill_all(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            # pid 1 of the task's namespace: its death takes every process with it.
+            proc.send_signal(9)
+        if self._host_pid_mode:
+            self._kill_process_group()
+
+    def _kill_process_group(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, 9)  # the task called setsid(): its pgid is its pid
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _teardown(self) -> None:
+        """Remove what launch made; safe to call more than once."""
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+        if self._made_task_dir is not None and self._proc is None:
+            shutil.rmtree(self._made_task_dir, ignore_errors=True)
+            self._made_task_dir = None

@@ -1,0 +1,199 @@
+"""Waiting on a task's main process through its pidfd, for threads and coroutines.
+
+``TaskProcess`` owns the pidfd and the one reap of the process. Any number of
+threads (``wait``) and coroutines on any number of event loops (``wait_async``)
+may wait at once; the first to see the pidfd readable reaps under a lock and
+every waiter returns that same ``ExitResult``. No SIGCHLD handler is installed:
+readiness comes from poll() on the pidfd (or the loop's reader), and the pid
+cannot be reused before our own wait4(), so signals never hit a stranger.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal as _signal
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+__all__ = ["ProcessState", "ResourceUsage", "ExitResult", "TaskProcess", "decode_wait_status"]
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """A launched task: its main process (as seen from the host) and when it started."""
+
+    pid: int
+    started_at: float
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """What the kernel accounted to the task's process tree (getrusage of reaped children)."""
+
+    cpu_user: float     # seconds
+    cpu_system: float   # seconds
+    max_rss: int        # bytes, the largest resident set of any one process
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """How the task ended. ``exit_code`` is 128 + ``signal`` when a signal killed it."""
+
+    exit_code: int
+    signal: Optional[int]
+    oom_killed: bool
+    started_at: float
+    finished_at: float
+    usage: Optional[ResourceUsage] = None
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0 and self.signal is None
+
+
+def decode_wait_status(status: int) -> tuple:
+    """(exit_code, signal) of a raw wait status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return 128 + sig, sig
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 255, None
+
+
+OnExit = Callable[[ExitResult], ExitResult]
+
+
+class TaskProcess:
+    """The main process of one task. ``status_fd`` is the init's status pipe (or -1)."""
+
+    def __init__(self, pid: int, pidfd: int, status_fd: int, started_at: float,
+                 on_exit: Optional[OnExit] = None) -> None:
+        self.pid = pid
+        self._pidfd = pidfd
+        self._status_fd = status_fd
+        self.started_at = started_at
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._pollers = 0
+        self._result: Optional[ExitResult] = None
+        self._futures: Dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
+
+    @property
+    def result(self) -> Optional[ExitResult]:
+        return self._result
+
+    # -- waiting -----------------------------------------------------------
+    def wait(self, timeout: Optional[float] = None) -> ExitResult:
+        """Block until the task exits; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._result is not None:
+                    return self._result
+                self._pollers += 1
+                pidfd = self._pidfd
+            try:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                ready = poller.poll(None if remaining is None else remaining * 1000.0)
+            finally:
+                with self._lock:
+                    self._pollers -= 1
+                    self._maybe_close_pidfd()
+            if ready:
+                return self._reap()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task pid {self.pid} still running after {timeout}s")
+
+    def poll(self) -> Optional[ExitResult]:
+        """The result if the task has exited (reaping it), else None; never blocks."""
+        try:
+            return self.wait(0)
+        except TimeoutError:
+            return None
+
+    async def wait_async(self) -> ExitResult:
+        """Await the exit on the running loop (a reader on the pidfd, one per loop)."""
+        if self._result is not None:
+            return self._result
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            future = self._futures.get(loop)
+            if future is None:
+                future = loop.create_future()
+                self._futures[loop] = future
+                self._pollers += 1
+                loop.add_reader(self._pidfd, self._on_readable, loop)
+        return await asyncio.shield(future)
+
+    def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.remove_reader(self._pidfd)
+        with self._lock:
+            self._pollers -= 1
+            future = self._futures.pop(loop)
+        try:
+            result = self._reap()
+        except BaseException as exc:  # surface to the awaiting coroutines, not the loop
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+    # -- reaping -----------------------------------------------------------
+    def _read_task_status(self) -> Optional[int]:
+        if self._status_fd < 0:
+            return None
+        try:
+            data = os.read(self._status_fd, 4)
+        except BlockingIOError:
+            data = b""
+        finally:
+            os.close(self._status_fd)
+            self._status_fd = -1
+        return struct.unpack("i", data)[0] if len(data) == 4 else None
+
+    def _reap(self) -> ExitResult:
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            finished_at = time.time()
+            usage = None
+            try:
+                _, status, rusage = os.wait4(self.pid, 0)
+                usage = ResourceUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+            except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
+                status = 0
+            task_status = self._read_task_status()
+            exit_code, sig = decode_wait_status(task_status if task_status is not None else status)
+            result = ExitResult(exit_code=exit_code, signal=sig, oom_killed=False,
+                                started_at=self.started_at, finished_at=finished_at, usage=usage)
+            if self._on_exit is not None:
+                result = self._on_exit(result)
+            self._result = result
+            self._maybe_close_pidfd()
+            return result
+
+    def _maybe_close_pidfd(self) -> None:
+        # Called with the lock held: another waiter may still be polling the fd.
+        if self._result is not None and self._pollers == 0 and self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    # -- signals -----------------------------------------------------------
+    def send_signal(self, sig: int) -> bool:
+        """Signal the process; False when it has already exited."""
+        with self._lock:
+            if self._result is not None or self._pidfd < 0:
+                return False
+            try:
+                _signal.pidfd_send_signal(self._pidfd, sig)
+            except ProcessLookupError:
+                return False
+            return True

@@ -1,0 +1,133 @@
+"""The mount plan: what the task's root looks like, as a list of operations.
+
+Python decides every path here, before the clone; the shim only runs the list
+in order (csrc/nsenter.c, ``run_mount_ops``). Two layouts:
+
+* host-mirror root (``Isolation.rootfs is None``): a small tmpfs with the host's
+  /bin /sbin /lib* /usr /etc bound read-only (symlinks such as /bin -> usr/bin
+  are re-created, not followed), fresh /proc, a minimal /dev, read-only /sys,
+  tmpfs /tmp, ``task_dir/local`` at /local; nothing is copied. The root itself
+  ends read-only and host secrets under /etc are masked.
+* a given ``rootfs`` directory, bound on itself and prepared the same way.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from . import _shim
+from .config import ExecCommand
+
+__all__ = ["MountOp", "plan_mounts", "HOST_MIRROR_DIRS", "HOST_SECRETS"]
+
+lib = _shim.lib
+
+HOST_MIRROR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
+HOST_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
+                "/etc/sudoers", "/etc/sudoers.d", "/etc/security/opasswd")
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+             ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx"))
+
+_NOSUID_NODEV_NOEXEC = lib.MS_NOSUID | lib.MS_NODEV | lib.MS_NOEXEC
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One step of the plan; ``kind`` is a PX_OP_* constant from csrc/pyexec.h."""
+
+    kind: int
+    target: str
+    source: Optional[str] = None
+    fstype: Optional[str] = None
+    flags: int = 0
+    data: Optional[str] = None
+    bind_flags: int = 0
+
+
+def _mount(fstype: str, target: str, flags: int, data: Optional[str] = None) -> List[MountOp]:
+    return [MountOp(lib.PX_OP_MKDIR, target),
+            MountOp(lib.PX_OP_MOUNT, target, source=fstype, fstype=fstype, flags=flags, data=data)]
+
+
+def _bind(source: str, target: str, readonly: bool, optional: bool = False) -> MountOp:
+    bind_flags = lib.PX_BIND_RECURSIVE
+    if readonly:
+        bind_flags |= lib.PX_BIND_RDONLY
+    if optional:
+        bind_flags |= lib.PX_BIND_OPTIONAL
+    return MountOp(lib.PX_OP_BIND, target, source=source, bind_flags=bind_flags)
+
+
+def _host_secrets() -> List[str]:
+    return list(HOST_SECRETS) + sorted(glob.glob("/etc/ssh/ssh_host_*key"))
+
+
+def _kernel_filesystems(root: str, cmd: ExecCommand) -> List[MountOp]:
+    namespaces = cmd.isolation.namespaces
+    ops = _mount("proc", f"{root}/proc", _NOSUID_NODEV_NOEXEC)
+    ops += _mount("tmpfs", f"{root}/dev", lib.MS_NOSUID | lib.MS_STRICTATIME, "mode=755,size=65536k")
+    ops += [_bind(f"/dev/{node}", f"{root}/dev/{node}", readonly=False, optional=True) for node in DEV_NODES]
+    ops += _mount("devpts", f"{root}/dev/pts", lib.MS_NOSUID | lib.MS_NOEXEC,
+                  "newinstance,ptmxmode=0666,mode=0620")
+    ops += _mount("tmpfs", f"{root}/dev/shm", _NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
+    if "ipc" in namespaces:
+        ops += _mount("mqueue", f"{root}/dev/mqueue", _NOSUID_NODEV_NOEXEC)
+    ops += [MountOp(lib.PX_OP_SYMLINK, f"{root}/dev/{name}", source=dest) for dest, name in DEV_LINKS]
+    if "net" in namespaces:
+        # A sysfs of our own shows only the task's network devices.
+        ops += _mount("sysfs", f"{root}/sys", _NOSUID_NODEV_NOEXEC | lib.MS_RDONLY)
+    else:
+        ops += [MountOp(lib.PX_OP_MKDIR, f"{root}/sys"), _bind("/sys", f"{root}/sys", readonly=True)]
+    ops += _mount("tmpfs", f"{root}/tmp", lib.MS_NOSUID | lib.MS_NODEV, "mode=1777")
+    return ops
+
+
+def _user_mounts(root: str, cmd: ExecCommand) -> List[MountOp]:
+    ops = [MountOp(lib.PX_OP_MKDIR, f"{root}/local"),
+           _bind(os.path.join(cmd.task_dir, "local"), f"{root}/local", readonly=False)]
+    for mount in cmd.isolation.mounts:
+        parts = mount.target.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            ops.append(MountOp(lib.PX_OP_MKDIR, f"{root}/" + "/".join(parts[:depth])))
+        ops.append(_bind(mount.source, f"{root}{mount.target}", readonly=mount.readonly))
+    return ops
+
+
+def _after_pivot(paths_to_mask: Sequence[str], cmd: ExecCommand, readonly_root: bool) -> List[MountOp]:
+    ops = [MountOp(lib.PX_OP_MASK, path) for path in paths_to_mask]
+    ops += [MountOp(lib.PX_OP_READONLY, path) for path in cmd.isolation.readonly_paths]
+    if readonly_root:
+        ops.append(MountOp(lib.PX_OP_REMOUNT, "/", flags=lib.MS_RDONLY))
+    return ops
+
+
+def plan_mounts(cmd: ExecCommand, mirror_root: str) -> List[MountOp]:
+    """The whole plan; ``mirror_root`` is an empty directory for the host-mirror tmpfs."""
+    isolation = cmd.isolation
+    if "mnt" not in isolation.namespaces:
+        return []
+    if isolation.rootfs is None:
+        root = mirror_root
+        ops = [MountOp(lib.PX_OP_MOUNT, root, source="tmpfs", fstype="tmpfs",
+                       flags=lib.MS_NOSUID | lib.MS_NODEV, data="mode=0755,size=1m")]
+        for name in HOST_MIRROR_DIRS:
+            host = f"/{name}"
+            if os.path.islink(host):
+                ops.append(MountOp(lib.PX_OP_SYMLINK, f"{root}/{name}", source=os.readlink(host)))
+            elif os.path.isdir(host):
+                ops.append(_bind(host, f"{root}/{name}", readonly=True))
+        masked = list(isolation.masked_paths) + _host_secrets()
+        readonly_root = True
+    else:
+        root = str(isolation.rootfs)
+        ops = [_bind(root, root, readonly=False)]
+        masked = list(isolation.masked_paths)
+        readonly_root = isolation.readonly_rootfs
+    ops += _kernel_filesystems(root, cmd)
+    ops += _user_mounts(root, cmd)
+    ops.append(MountOp(lib.PX_OP_PIVOT, root))
+    ops += _after_pivot(masked, cmd, readonly_root)
+    return ops
