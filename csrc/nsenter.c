@@ -21,12 +21,12 @@
  *                                           mount ops, pivot_root, masks,
  *   px_wait_exec(error):                    read-only paths
  *     read(error) ... blocks                block all signals
- *                                           clone(SIGCHLD) ----------------> setsid, stdio, oom_score_adj,
+ *                                           clone(VM|VFORK) ---------------> setsid, stdio, oom_score_adj,
  *                                           close every fd but status          rlimits, bounding set, groups,
  *                                           init loop:                          gid, uid, caps, ambient,
  *                                             sigwaitinfo(all)                  no_new_privs, signals reset,
  *                                             SIGCHLD -> reap, task gone?       execve
- *                                               -> write(status, wstatus)       (error pipe closes on exec)
+ *                                               -> write(status, px_exit)       (error pipe closes on exec)
  *     EOF: launched  <-------------------------------------------------------------'
  *     a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
  *     a short record: kill the child (a broken child never half-starts)
@@ -457,15 +457,30 @@ static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd)
             continue;
         }
         int status;
+        struct rusage ru;
         pid_t pid;
-        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
             if (pid != task)
                 continue; /* an orphan adopted by pid 1: reaped, nothing more */
-            ssize_t unused = write(status_fd, &status, sizeof status);
+            struct px_exit rec;
+            memset(&rec, 0, sizeof rec);
+            rec.status = status;
+            rec.utime_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+            rec.stime_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+            rec.maxrss_kb = ru.ru_maxrss;
+            ssize_t unused = write(status_fd, &rec, sizeof rec);
             (void)unused;
             _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
     }
+}
+
+/* The task's stack while it shares the init's memory (CLONE_VM) before exec. */
+static char task_stack[64 * 1024] __attribute__((aligned(16)));
+
+static int task_entry(void *cfg)
+{
+    run_task((const struct px_config *)cfg); /* resets the blocked mask before exec */
 }
 
 static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
@@ -491,14 +506,15 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
     if (!cfg->use_init)
         run_task(cfg);
 
-    sigset_t all, old;
+    sigset_t all;
     sigfillset(&all);
-    sigprocmask(SIG_SETMASK, &all, &old);
-    pid_t task = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0, 0, 0, 0);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    /* vfork-style: the task borrows the init's memory until it execs, so it
+     * never copies (nor is charged for) the caller's page tables and heap. */
+    pid_t task = clone(task_entry, task_stack + sizeof task_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                       (void *)cfg);
     if (task < 0)
         fail(PX_STEP_FORK, errno, "clone");
-    if (task == 0)
-        run_task(cfg); /* run_task resets the mask before exec */
 
     /* The init keeps nothing but the status pipe: not the error pipe (its EOF
      * tells the parent the exec happened), not the caller's files. */

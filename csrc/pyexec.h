@@ -121,6 +121,16 @@ struct px_child {
     int status_fd;            /* read end: the init writes the task's wait status; -1 without init */
 };
 
+/* What the init writes to the status pipe when the task ends: the raw wait
+ * status and the task's own rusage (the init's would count the init too). */
+struct px_exit {
+    int32_t status;
+    int32_t reserved;
+    int64_t utime_us;
+    int64_t stime_us;
+    int64_t maxrss_kb;
+};
+
 /* One failure record from the child. */
 struct px_error {
     int step;                 /* PX_STEP_* */

@@ -13,11 +13,12 @@ import asyncio
 import os
 import select
 import signal as _signal
-import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
+
+from . import _shim
 
 __all__ = ["ProcessState", "ResourceUsage", "ExitResult", "TaskProcess", "decode_wait_status"]
 
@@ -147,17 +148,23 @@ class TaskProcess:
             future.set_result(result)
 
     # -- reaping -----------------------------------------------------------
-    def _read_task_status(self) -> Optional[int]:
+    def _read_task_exit(self):
+        """The init's px_exit record (status and the task's own rusage), if it wrote one."""
         if self._status_fd < 0:
             return None
+        record = _shim.ffi.new("struct px_exit *")
+        buffer = _shim.ffi.buffer(record)
         try:
-            data = os.read(self._status_fd, 4)
+            data = os.read(self._status_fd, len(buffer))
         except BlockingIOError:
             data = b""
         finally:
             os.close(self._status_fd)
             self._status_fd = -1
-        return struct.unpack("i", data)[0] if len(data) == 4 else None
+        if len(data) != len(buffer):
+            return None
+        buffer[:] = data
+        return record
 
     def _reap(self) -> ExitResult:
         with self._lock:
@@ -170,8 +177,11 @@ class TaskProcess:
                 usage = ResourceUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
             except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
                 status = 0
-            task_status = self._read_task_status()
-            exit_code, sig = decode_wait_status(task_status if task_status is not None else status)
+            record = self._read_task_exit()
+            if record is not None:
+                status = record.status
+                usage = ResourceUsage(record.utime_us / 1e6, record.stime_us / 1e6, record.maxrss_kb * 1024)
+            exit_code, sig = decode_wait_status(status)
             result = ExitResult(exit_code=exit_code, signal=sig, oom_killed=False,
                                 started_at=self.started_at, finished_at=finished_at, usage=usage)
             if self._on_exit is not None:

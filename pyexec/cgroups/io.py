@@ -1,0 +1,77 @@
+"""The io (v1: blkio) controller: the ``io_weight`` limit (10..1000).
+
+v1: blkio.weight (CFQ, kernels before 5.0) or blkio.bfq.weight (BFQ), a plain
+number. v2: io.weight ("default N", needs blk-iocost or CFQ) or io.bfq.weight
+(BFQ). Which one exists depends on the kernel's I/O schedulers, so the file
+is chosen at run time and a host with neither gets a ConfigError. There are no
+io fields in CgroupStats, hence no stat_* functions.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from ..config import Resources
+from ..errors import ConfigError
+from .base import write_value
+
+__all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "weight_file_v2", "check_io_v2", "set_io_v2"]
+
+_V1_FILES = ("blkio.weight", "blkio.bfq.weight")
+_V2_FILES = ("io.weight", "io.bfq.weight")
+
+
+def _first(path: str, names: "tuple[str, ...]") -> Optional[str]:
+    for name in names:
+        if os.path.exists(os.path.join(path, name)):
+            return name
+    return None
+
+
+def _missing(path: str, res: Resources, controller: str, names: "tuple[str, ...]") -> ConfigError:
+    return ConfigError("io_weight", res.io_weight,
+                       f"needs {' or '.join(names)} of the '{controller}' cgroup controller, which this "
+                       f"host does not provide in {path} (no CFQ/BFQ/iocost I/O scheduler support)")
+
+
+def weight_file_v1(path: str) -> Optional[str]:
+    """The name of the v1 weight file present in ``path``, or None."""
+    return _first(path, _V1_FILES)
+
+
+def check_io_v1(path: str, res: Resources) -> None:
+    """Raise ConfigError when io_weight is set and no v1 weight file exists."""
+    if res.io_weight is not None and weight_file_v1(path) is None:
+        raise _missing(path, res, "blkio", _V1_FILES)
+
+
+def set_io_v1(path: str, res: Resources) -> None:
+    """Write the io weight to blkio.weight or blkio.bfq.weight."""
+    if res.io_weight is None:
+        return
+    name = weight_file_v1(path)
+    if name is None:
+        raise _missing(path, res, "blkio", _V1_FILES)
+    write_value(os.path.join(path, name), res.io_weight, "io_weight", res.io_weight)
+
+
+def weight_file_v2(path: str) -> Optional[str]:
+    """The name of the v2 weight file present in ``path``, or None."""
+    return _first(path, _V2_FILES)
+
+
+def check_io_v2(path: str, res: Resources) -> None:
+    """Raise ConfigError when io_weight is set and no v2 weight file exists."""
+    if res.io_weight is not None and weight_file_v2(path) is None:
+        raise _missing(path, res, "io", _V2_FILES)
+
+
+def set_io_v2(path: str, res: Resources) -> None:
+    """Write the io weight: io.weight takes "default N", io.bfq.weight a plain N."""
+    if res.io_weight is None:
+        return
+    name = weight_file_v2(path)
+    if name is None:
+        raise _missing(path, res, "io", _V2_FILES)
+    text = f"default {res.io_weight}" if name == "io.weight" else str(res.io_weight)
+    write_value(os.path.join(path, name), text, "io_weight", res.io_weight)
