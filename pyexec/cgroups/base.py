@@ -16,6 +16,7 @@ Nothing here knows controller file names except through its callers.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import errno
 import logging
 import os
@@ -31,7 +32,7 @@ from ..errors import ConfigError
 __all__ = [
     "CgroupStats", "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
     "read_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
-    "write_value", "require_file", "tree_pids", "remove_tree", "set_fields",
+    "write_value", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
 ]
 
 log = logging.getLogger(__name__)
@@ -408,12 +409,16 @@ class CgroupManager(abc.ABC):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    def _remove_own_dirs(self) -> None:
+        """kill_all and rmdir the task cgroup(s) (and sub-cgroups), leaving the parents."""
+        self.kill_all()
+        for directory in self._dirs():
+            remove_tree(directory)
+
     def destroy(self) -> None:
         """kill_all, then remove the cgroup(s) and empty parents. Idempotent."""
         if self.exists():
-            self.kill_all()
-            for directory in self._dirs():
-                remove_tree(directory)
+            self._remove_own_dirs()
         self._remove_parents()
 
     @abc.abstractmethod
@@ -439,3 +444,20 @@ def fields_needing(resources: Resources, controllers: Mapping[str, str]) -> Dict
         ctl = controllers.get(FIELD_CONTROLLER[field_name], FIELD_CONTROLLER[field_name])
         out.setdefault(ctl, []).append((field_name, value))
     return out
+
+
+def merge_update(old: Resources, new: Resources) -> Tuple[Resources, Resources]:
+    """(all limits after an update, the limits to write now).
+
+    Fields that are None in ``new`` keep their ``old`` value. Validating the
+    merged set catches combinations like a new memory above the old
+    memory_swap before anything is written. When memory changes while a
+    memory_swap is in force, memory_swap is written again too (v2's
+    memory.swap.max holds swap alone, so it depends on memory).
+    """
+    changes = {f.name: getattr(new, f.name) for f in dataclasses.fields(new) if getattr(new, f.name) is not None}
+    merged = dataclasses.replace(old, **changes)
+    to_apply = new
+    if new.memory is not None and new.memory_swap is None and merged.memory_swap is not None:
+        to_apply = dataclasses.replace(new, memory_swap=merged.memory_swap)
+    return merged, to_apply

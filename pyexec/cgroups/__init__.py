@@ -1,0 +1,66 @@
+"""Cgroup management for pyexec tasks: one manager per task, v1 or v2 backend.
+
+This package owns everything under /sys/fs/cgroup that pyexec touches:
+detecting the host's cgroup layout (``detect_mode``), picking the backend
+(``new_manager``), and the ``CgroupManager`` / ``CgroupStats`` interface the
+executor uses::
+
+    with new_manager("task-1", Resources(memory="64M", pids=100)) as m:
+        m.add_pid(pid)
+        ...
+        print(m.stats().memory_usage, m.oom_killed())
+
+Backends: ``v1.V1Manager`` (v1 and hybrid hosts; one directory per
+hierarchy) and ``v2.V2Manager`` (unified hierarchy). Controller specifics are
+in memory.py, cpu.py, pids.py, cpuset.py and io.py.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+
+from ..config import Resources
+from .base import CgroupManager, CgroupStats, cgroup_mounts
+from .v1 import V1Manager
+from .v2 import V2Manager, unified_root
+
+__all__ = ["detect_mode", "new_manager", "CgroupManager", "CgroupStats", "V1Manager", "V2Manager"]
+
+
+# A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.
+_KERNEL_V1_CONTROLLERS = frozenset({
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+    "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc",
+})
+
+
+@functools.lru_cache(maxsize=None)
+def detect_mode() -> str:
+    """The host's cgroup layout, cached for the life of the process:
+
+    * ``"v2"`` -- cgroup2 mounted at /sys/fs/cgroup (unified);
+    * ``"hybrid"`` -- v1 controller hierarchies plus a cgroup2 mount
+      (normally /sys/fs/cgroup/unified, usually without controllers);
+    * ``"v1"`` -- v1 hierarchies only.
+
+    Raises FileNotFoundError when no cgroup file system is mounted.
+    """
+    mounts = cgroup_mounts()
+    v2 = [m.mountpoint for m in mounts if m.fstype == "cgroup2"]
+    v1 = [m for m in mounts if m.fstype == "cgroup" and _KERNEL_V1_CONTROLLERS.intersection(m.options)]
+    if "/sys/fs/cgroup" in v2:
+        return "v2"
+    if v1:
+        return "hybrid" if v2 else "v1"
+    if v2:
+        return "v2"
+    raise FileNotFoundError(errno.ENOENT, "no cgroup file system is mounted (see /proc/self/mountinfo)")
+
+
+def new_manager(name: str, resources: Resources, parent: str = "pyexec") -> CgroupManager:
+    """A manager for the task cgroup ``<parent>/<name>`` with ``resources``:
+    the v1 backend on v1 and hybrid hosts, v2 on unified ones. Nothing is
+    created until ``create()`` (or ``with``)."""
+    if detect_mode() == "v2":
+        return V2Manager(name, resources, parent, root=unified_root())
+    return V1Manager(name, resources, parent)

@@ -1,0 +1,228 @@
+"""The cgroup v1 backend (also used on hybrid hosts).
+
+A v1 task cgroup is one directory ``<mount>/<parent>/<name>`` in every mounted
+hierarchy that matters (memory, cpu, cpuacct, cpuset, pids, blkio, devices,
+freezer and name=systemd), so that stats and kill_all work even when no limit
+is set. Co-mounted controllers (``cpu,cpuacct``) share one directory.
+
+This module owns mount discovery for v1, creating/removing those directories
+(including the cpuset copy-from-parent dance), moving pids into all of them,
+and the freezer-based kill loop. Controller specifics live in memory.py,
+cpu.py, pids.py, cpuset.py and io.py.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Dict, List, Mapping, Optional
+
+from ..config import Resources
+from ..errors import ConfigError
+from .base import (
+    CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
+    remove_empty_parents,
+)
+from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
+from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
+from .io import check_io_v1, set_io_v1
+from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
+from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
+
+__all__ = ["V1Manager", "V1_CONTROLLERS", "v1_mounts"]
+
+log = logging.getLogger(__name__)
+
+#: The v1 hierarchies a task joins, when mounted.
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "devices", "freezer",
+                  "name=systemd")
+
+# Resources' controller names that are spelled differently on v1.
+_V1_NAMES = {"io": "blkio"}
+
+_FREEZE_WAIT = 1.0  # seconds to wait for FREEZING -> FROZEN before killing anyway
+
+
+def v1_mounts() -> Dict[str, str]:
+    """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first mount wins)."""
+    out: Dict[str, str] = {}
+    for entry in cgroup_mounts():
+        if entry.fstype != "cgroup":
+            continue
+        for opt in entry.options:
+            if opt in V1_CONTROLLERS and opt not in out:
+                out[opt] = entry.mountpoint
+    return out
+
+
+class V1Manager(CgroupManager):
+    """A task cgroup on the v1 hierarchies.
+
+    ``mounts`` (controller -> mount point) restricts or replaces the discovered
+    hierarchies; by default every mounted controller of V1_CONTROLLERS is used.
+    """
+
+    def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
+                 mounts: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(name, resources, parent)
+        found = v1_mounts() if mounts is None else dict(mounts)
+        self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS if c in found}
+        if not self._mounts:
+            raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
+        self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
+
+    @property
+    def paths(self) -> Dict[str, str]:
+        return dict(self._paths)
+
+    # -- validation and limits ---------------------------------------------------
+    def _check_controllers(self, res: Resources) -> None:
+        for ctl, fields in fields_needing(res, _V1_NAMES).items():
+            if ctl not in self._paths:
+                field_name, value = fields[0]
+                raise ConfigError(field_name, value,
+                                  f"needs the cgroup v1 '{ctl}' controller, which is not mounted "
+                                  f"(mounted: {', '.join(sorted(self._mounts))})")
+
+    def _check_files(self, res: Resources) -> None:
+        p = self._paths
+        checks = (("memory", check_memory_v1), ("cpu", check_cpu_v1), ("cpuset", check_cpuset_v1),
+                  ("pids", check_pids_v1), ("blkio", check_io_v1))
+        for ctl, check in checks:
+            if ctl in p:
+                check(p[ctl], res)
+
+    def _apply(self, res: Resources) -> None:
+        p = self._paths
+        setters = (("memory", set_memory_v1), ("cpu", set_cpu_v1), ("cpuset", set_cpuset_v1),
+                   ("pids", set_pids_v1), ("blkio", set_io_v1))
+        for ctl, setter in setters:
+            if ctl in p:
+                setter(p[ctl], res)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def _unique_mounts(self) -> Dict[str, List[str]]:
+        by_mount: Dict[str, List[str]] = {}
+        for ctl, mount in self._mounts.items():
+            by_mount.setdefault(mount, []).append(ctl)
+        return by_mount
+
+    def _make_dirs(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
+        """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
+        levels = self.parent.split("/") + [self.name]
+        for depth in range(1, len(levels) + 1):
+            path = os.path.join(mount, *levels[:depth])
+            leaf = depth == len(levels)
+            try:
+                os.mkdir(path, 0o755)
+                created.append(path)
+                log.debug("created cgroup %s", path)
+            except FileExistsError:
+                if leaf:
+                    raise
+            if is_cpuset:
+                init_cpuset_v1(path)
+
+    def create(self) -> None:
+        """Create <parent>/<name> in every hierarchy, clean a stale one first, apply limits.
+
+        On any failure everything this call created is removed before the error
+        propagates; a missing controller or control file is a ConfigError.
+        """
+        self._check_controllers(self.resources)
+        created: List[str] = []
+        try:
+            if self.exists():
+                log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
+                            "and removing it", self.parent, self.name)
+                self._remove_own_dirs()
+            for mount, ctls in self._unique_mounts().items():
+                for attempt in range(5):
+                    try:
+                        self._make_dirs(mount, "cpuset" in ctls, created)
+                        break
+                    except FileNotFoundError:
+                        # A sibling's destroy() removed the shared, empty parent
+                        # between our mkdirs; make it again.
+                        if attempt == 4:
+                            raise
+            self._check_files(self.resources)
+            self._apply(self.resources)
+            memory = self._paths.get("memory")
+            self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
+        except BaseException:
+            for path in reversed(created):
+                try:
+                    os.rmdir(path)
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                        log.warning("could not remove %s after a failed create: %s", path, e)
+            raise
+
+    def update(self, resources: Resources) -> None:
+        """Change limits live; fields that are None keep their current value."""
+        if not isinstance(resources, Resources):
+            raise ConfigError("resources", resources, "is not a Resources")
+        merged, to_apply = merge_update(self.resources, resources)
+        self._check_controllers(to_apply)
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
+        self._check_files(to_apply)
+        self._apply(to_apply)
+        self.resources = merged
+
+    def _write_pid(self, pid: int) -> None:
+        for directory in self._dirs():
+            with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        log.debug("added pid %d to %s/%s (%d hierarchies)", pid, self.parent, self.name, len(self._dirs()))
+
+    def _remove_parents(self) -> None:
+        for mount in self._unique_mounts():
+            remove_empty_parents(os.path.join(mount, self.parent), mount)
+
+    # -- killing ---------------------------------------------------------------------
+    def _kill_round(self, deadline: float) -> None:
+        """Freeze (so nothing forks between listing and killing), SIGKILL all, thaw."""
+        freezer = self._paths.get("freezer")
+        if freezer is None or not os.path.exists(os.path.join(freezer, "freezer.state")):
+            kill_pids(self.pids())
+            return
+        state = os.path.join(freezer, "freezer.state")
+        try:
+            with open(state, "w") as f:
+                f.write("FROZEN")
+            until = min(deadline, time.monotonic() + _FREEZE_WAIT)
+            while read_text(state) != "FROZEN":
+                if time.monotonic() > until:
+                    log.warning("%s did not freeze in time; killing anyway", freezer)
+                    break
+                time.sleep(0.002)
+            kill_pids(self.pids())
+        finally:
+            # SIGKILLed tasks die once thawed.
+            try:
+                with open(state, "w") as f:
+                    f.write("THAWED")
+            except FileNotFoundError:
+                pass
+
+    # -- reading -----------------------------------------------------------------------
+    def stats(self) -> CgroupStats:
+        """Usage of the cgroup; fields of unmounted controllers are None."""
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
+        p = self._paths
+        values: Dict[str, Optional[int]] = {}
+        values.update(stat_memory_v1(p.get("memory")))
+        values.update(stat_cpu_v1(p.get("cpu"), p.get("cpuacct")))
+        values.update(stat_pids_v1(p.get("pids")))
+        return CgroupStats(**values)
+
+    def _oom_kill_count(self) -> Optional[int]:
+        memory = self._paths.get("memory")
+        if memory is None or not os.path.isdir(memory):
+            return None
+        return oom_kills_v1(memory)
+

@@ -1,0 +1,247 @@
+"""The cgroup v2 (unified hierarchy) backend, written against
+Documentation/admin-guide/cgroup-v2.rst.
+
+A task cgroup is the single directory ``<root>/<parent>/<name>``. This module
+owns finding the cgroup2 mount, enabling controllers down the path
+(``+memory +cpu +pids ...`` into each ancestor's cgroup.subtree_control),
+creating/removing the directories, moving pids, the directory fd for
+clone3(CLONE_INTO_CGROUP) and the kill loop (cgroup.kill, kernel 5.14+; else
+cgroup.freeze, 5.2+, plus SIGKILL; else plain SIGKILL rounds).
+
+Placement: the cgroup goes directly under the hierarchy root
+(``/sys/fs/cgroup/pyexec/<name>``), which needs root and a writable root
+cgroup. When the caller lives in a delegated subtree (systemd Delegate=yes,
+or a container whose cgroup namespace root holds processes), the root's
+subtree_control cannot be changed while it has member processes ("no
+internal processes" rule); moving the caller into a leaf first is handled by
+a later issue and not done here.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import Dict, List, Optional, Set
+
+from ..config import Resources
+from ..errors import ConfigError
+from .base import (
+    CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
+    read_text, remove_empty_parents,
+)
+from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
+from .cpuset import check_cpuset_v2, set_cpuset_v2
+from .io import check_io_v2, set_io_v2
+from .memory import check_memory_v2, enable_oom_group_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
+from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
+
+__all__ = ["V2Manager", "unified_root", "STATS_CONTROLLERS"]
+
+log = logging.getLogger(__name__)
+
+#: Controllers enabled whenever available, so stats work without limits.
+STATS_CONTROLLERS = ("memory", "cpu", "pids")
+
+_FREEZE_WAIT = 1.0
+
+
+def unified_root() -> str:
+    """The cgroup2 mount point: /sys/fs/cgroup on a unified host,
+    /sys/fs/cgroup/unified on a hybrid one, else the first cgroup2 mount."""
+    mounts = [m.mountpoint for m in cgroup_mounts() if m.fstype == "cgroup2"]
+    for preferred in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if preferred in mounts:
+            return preferred
+    if mounts:
+        return mounts[0]
+    raise FileNotFoundError(errno.ENOENT, "no cgroup2 file system is mounted (see /proc/self/mountinfo)")
+
+
+def _controllers(directory: str, filename: str = "cgroup.controllers") -> Set[str]:
+    return set(read_text(os.path.join(directory, filename)).split())
+
+
+class V2Manager(CgroupManager):
+    """A task cgroup on the unified hierarchy mounted at ``root`` (default: found)."""
+
+    #: Use cgroup.kill when the kernel has it; tests turn it off to exercise the
+    #: freeze + SIGKILL fallback of kernels before 5.14.
+    use_cgroup_kill = True
+
+    def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
+                 root: Optional[str] = None) -> None:
+        super().__init__(name, resources, parent)
+        self.root = os.path.normpath(root or unified_root())
+        self.path = os.path.join(self.root, self.parent, self.name)
+
+    @property
+    def paths(self) -> Dict[str, str]:
+        return {"unified": self.path}
+
+    # -- controllers -----------------------------------------------------------------
+    def _needed(self, res: Resources) -> Dict[str, list]:
+        return fields_needing(res, {})
+
+    def _check_controllers(self, res: Resources) -> None:
+        available = _controllers(self.root)
+        for ctl, fields in self._needed(res).items():
+            if ctl not in available:
+                field_name, value = fields[0]
+                raise ConfigError(field_name, value,
+                                  f"needs the cgroup v2 '{ctl}' controller, which is not available in "
+                                  f"{self.root} (cgroup.controllers: {' '.join(sorted(available)) or 'empty'})")
+
+    def _enable(self, directory: str, res: Resources) -> None:
+        """Enable in ``directory``'s subtree_control what its children need."""
+        needed = self._needed(res)
+        available = _controllers(directory)
+        enabled = _controllers(directory, "cgroup.subtree_control")
+        for ctl in sorted(set(STATS_CONTROLLERS) | set(needed)):
+            if ctl in enabled or ctl not in available:
+                continue
+            try:
+                with open(os.path.join(directory, "cgroup.subtree_control"), "w") as f:
+                    f.write(f"+{ctl}")
+                log.debug("enabled %s in %s", ctl, directory)
+            except OSError as e:
+                if ctl not in needed:
+                    log.warning("could not enable the %s controller in %s: %s (its stats will be None)",
+                                ctl, directory, e)
+                    continue
+                field_name, value = needed[ctl][0]
+                raise ConfigError(field_name, value,
+                                  f"needs the cgroup v2 '{ctl}' controller, but enabling it in "
+                                  f"{directory}/cgroup.subtree_control failed: {os.strerror(e.errno or 0)}"
+                                  ) from e
+
+    def _make_dirs(self, res: Resources, created: List[str]) -> None:
+        directory = self.root
+        levels = self.parent.split("/") + [self.name]
+        for depth, part in enumerate(levels, 1):
+            self._enable(directory, res)
+            directory = os.path.join(directory, part)
+            try:
+                os.mkdir(directory, 0o755)
+                created.append(directory)
+                log.debug("created cgroup %s", directory)
+            except FileExistsError:
+                if depth == len(levels):
+                    raise
+
+    def _check_files(self, res: Resources) -> None:
+        for check in (check_memory_v2, check_cpu_v2, check_cpuset_v2, check_pids_v2, check_io_v2):
+            check(self.path, res)
+
+    def _apply(self, res: Resources) -> None:
+        for setter in (set_memory_v2, set_cpu_v2, set_cpuset_v2, set_pids_v2, set_io_v2):
+            setter(self.path, res)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def create(self) -> None:
+        """Enable controllers down the path, create the cgroup (cleaning a stale
+        one first), set memory.oom.group and apply limits; undo all on failure."""
+        self._check_controllers(self.resources)
+        created: List[str] = []
+        try:
+            if self.exists():
+                log.warning("cgroup %s exists (stale from a crashed run?); killing its processes "
+                            "and removing it", self.path)
+                self._remove_own_dirs()
+            for attempt in range(5):
+                try:
+                    self._make_dirs(self.resources, created)
+                    break
+                except FileNotFoundError:
+                    # A sibling's destroy() removed the empty shared parent; again.
+                    if attempt == 4:
+                        raise
+            self._check_files(self.resources)
+            enable_oom_group_v2(self.path)
+            self._apply(self.resources)
+            self._oom_baseline = oom_kills_v2(self.path) or 0
+        except BaseException:
+            for path in reversed(created):
+                try:
+                    os.rmdir(path)
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                        log.warning("could not remove %s after a failed create: %s", path, e)
+            raise
+
+    def update(self, resources: Resources) -> None:
+        """Change limits live; fields that are None keep their current value."""
+        if not isinstance(resources, Resources):
+            raise ConfigError("resources", resources, "is not a Resources")
+        merged, to_apply = merge_update(self.resources, resources)
+        self._check_controllers(to_apply)
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.path} does not exist")
+        parent = os.path.dirname(self.path)
+        ancestors = []
+        while parent != self.root and parent.startswith(self.root + os.sep):
+            ancestors.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in [self.root] + ancestors[::-1]:
+            self._enable(directory, to_apply)
+        self._check_files(to_apply)
+        self._apply(to_apply)
+        self.resources = merged
+
+    def open_dir_fd(self) -> Optional[int]:
+        """An O_RDONLY|O_DIRECTORY|O_CLOEXEC fd of the cgroup for clone3's
+        CLONE_INTO_CGROUP (kernel 5.7+). The caller closes it."""
+        return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _write_pid(self, pid: int) -> None:
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        log.debug("added pid %d to %s", pid, self.path)
+
+    def _remove_parents(self) -> None:
+        remove_empty_parents(os.path.join(self.root, self.parent), self.root)
+
+    # -- killing -----------------------------------------------------------------------
+    def _kill_round(self, deadline: float) -> None:
+        kill_file = os.path.join(self.path, "cgroup.kill")
+        if self.use_cgroup_kill and os.path.exists(kill_file):
+            # The kernel SIGKILLs the whole subtree, forks in flight included.
+            with open(kill_file, "w") as f:
+                f.write("1")
+            return
+        freeze_file = os.path.join(self.path, "cgroup.freeze")
+        if not os.path.exists(freeze_file):
+            kill_pids(self.pids())
+            return
+        try:
+            with open(freeze_file, "w") as f:
+                f.write("1")
+            until = min(deadline, time.monotonic() + _FREEZE_WAIT)
+            while (read_keyed(os.path.join(self.path, "cgroup.events")) or {}).get("frozen") != 1:
+                if time.monotonic() > until:
+                    log.warning("%s did not freeze in time; killing anyway", self.path)
+                    break
+                time.sleep(0.002)
+            kill_pids(self.pids())
+        finally:
+            try:
+                with open(freeze_file, "w") as f:
+                    f.write("0")
+            except FileNotFoundError:
+                pass
+
+    # -- reading -------------------------------------------------------------------------
+    def stats(self) -> CgroupStats:
+        """Usage of the cgroup; fields of controllers not enabled are None."""
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.path} does not exist")
+        values: Dict[str, Optional[int]] = {}
+        values.update(stat_memory_v2(self.path))
+        values.update(stat_cpu_v2(self.path))
+        values.update(stat_pids_v2(self.path))
+        return CgroupStats(**values)
+
+    def _oom_kill_count(self) -> Optional[int]:
+        if not os.path.isdir(self.path):
+            return None
+        return oom_kills_v2(self.path)
