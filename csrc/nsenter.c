@@ -467,12 +467,45 @@ static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd)
             rec.status = status;
             rec.utime_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
             rec.stime_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-            rec.maxrss_kb = ru.ru_maxrss;
             ssize_t unused = write(status_fd, &rec, sizeof rec);
             (void)unused;
             _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
     }
+}
+
+/*
+ * The init is a copy of the caller that never execs: make it show and hold
+ * as little as possible. Not dumpable (no ptrace, /proc/1/mem, environ for
+ * the task), the caller's argv and environment blanked, and only CAP_KILL
+ * kept — enough to forward signals to a task running as another user.
+ */
+static void blank(uint64_t start, uint64_t end, const char *text)
+{
+    if (start == 0 || end <= start)
+        return;
+    char *area = (char *)(uintptr_t)start;
+    size_t len = (size_t)(end - start);
+    memset(area, 0, len);
+    if (text)
+        str_copy(area, len, text);
+}
+
+static void harden_init(const struct px_config *cfg)
+{
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    blank(cfg->caller_args[0], cfg->caller_args[1], "pyexec-init");
+    blank(cfg->caller_env[0], cfg->caller_env[1], NULL);
+    for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
+        if (cap != CAP_KILL)
+            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    data[0].effective = data[0].permitted = 1u << CAP_KILL;
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        _exit(125);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
 /* The task's stack while it shares the init's memory (CLONE_VM) before exec. */
@@ -515,6 +548,8 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
                        (void *)cfg);
     if (task < 0)
         fail(PX_STEP_FORK, errno, "clone");
+
+    harden_init(cfg);
 
     /* The init keeps nothing but the status pipe: not the error pipe (its EOF
      * tells the parent the exec happened), not the caller's files. */

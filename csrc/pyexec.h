@@ -102,6 +102,11 @@ struct px_config {
     uint64_t cap_ambient;
 
     int no_new_privs;
+    /* The caller's argv and environ areas (/proc/self/stat fields 48-51): the
+     * init is a copy of the caller and blanks them, so /proc/1/cmdline and
+     * /proc/1/environ show the task nothing of the caller. 0, 0: skip. */
+    uint64_t caller_args[2];
+    uint64_t caller_env[2];
     int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
     int set_oom_score;
     int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */
@@ -122,13 +127,12 @@ struct px_child {
 };
 
 /* What the init writes to the status pipe when the task ends: the raw wait
- * status and the task's own rusage (the init's would count the init too). */
+ * status and the task's own CPU times (the init's rusage would add its own). */
 struct px_exit {
     int32_t status;
     int32_t reserved;
     int64_t utime_us;
     int64_t stime_us;
-    int64_t maxrss_kb;
 };
 
 /* One failure record from the child. */

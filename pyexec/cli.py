@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional, Sequence
 
 from .config import DEFAULT_NAMESPACES, DEFAULT_PATH, ExecCommand, Isolation, Mount, Resources
@@ -157,10 +156,8 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
             executor.shutdown(grace=0)
         if args.stats:
-            peak = getattr(result, "peak_memory", None)
-            if peak is None and result.usage is not None:
-                peak = result.usage.max_rss
-            print(stats_line(result, peak), file=sys.stderr)
+            final = executor.final_stats
+            print(stats_line(result, final.memory_max_usage if final else None), file=sys.stderr)
         return result.exit_code
     finally:
         if made_dir is not None:

@@ -33,11 +33,15 @@ class ProcessState:
 
 @dataclass(frozen=True)
 class ResourceUsage:
-    """What the kernel accounted to the task's process tree (getrusage of reaped children)."""
+    """CPU time the kernel accounted to the task and the children it reaped.
+
+    No max RSS here: the task starts as a copy of the caller before its exec,
+    and the kernel's high-water mark would count that copy. Peak memory comes
+    from the task's cgroup.
+    """
 
     cpu_user: float     # seconds
     cpu_system: float   # seconds
-    max_rss: int        # bytes, the largest resident set of any one process
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,16 @@ def decode_wait_status(status: int) -> tuple:
 OnExit = Callable[[ExitResult], ExitResult]
 
 
+class _LoopWaiters:
+    """The coroutines of one event loop awaiting the exit: one future, one reader."""
+
+    __slots__ = ("future", "count")
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+        self.count = 0
+
+
 class TaskProcess:
     """The main process of one task. ``status_fd`` is the init's status pipe (or -1)."""
 
@@ -80,7 +94,7 @@ class TaskProcess:
         self._lock = threading.Lock()
         self._pollers = 0
         self._result: Optional[ExitResult] = None
-        self._futures: Dict[asyncio.AbstractEventLoop, asyncio.Future] = {}
+        self._futures: Dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
 
     @property
     def result(self) -> Optional[ExitResult]:
@@ -118,32 +132,52 @@ class TaskProcess:
             return None
 
     async def wait_async(self) -> ExitResult:
-        """Await the exit on the running loop (a reader on the pidfd, one per loop)."""
+        """Await the exit on the running loop (a reader on the pidfd, one per loop).
+
+        Cancelling it is fine: when the last coroutine of a loop stops waiting
+        before the exit, that loop's reader goes and the pidfd is not pinned.
+        """
         if self._result is not None:
             return self._result
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._result is not None:
                 return self._result
-            future = self._futures.get(loop)
-            if future is None:
-                future = loop.create_future()
-                self._futures[loop] = future
+            waiters = self._futures.get(loop)
+            if waiters is None:
+                waiters = self._futures[loop] = _LoopWaiters(loop.create_future())
                 self._pollers += 1
                 loop.add_reader(self._pidfd, self._on_readable, loop)
-        return await asyncio.shield(future)
+            waiters.count += 1
+        try:
+            return await asyncio.shield(waiters.future)
+        finally:
+            with self._lock:
+                waiters.count -= 1
+                if waiters.count == 0 and self._futures.get(loop) is waiters:
+                    # Every waiter of this loop gave up before the exit.
+                    loop.remove_reader(self._pidfd)
+                    del self._futures[loop]
+                    waiters.future.cancel()
+                    self._pollers -= 1
+                    self._maybe_close_pidfd()
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self._pidfd)
         with self._lock:
             self._pollers -= 1
-            future = self._futures.pop(loop)
+            future = self._futures.pop(loop).future
         try:
             result = self._reap()
         except BaseException as exc:  # surface to the awaiting coroutines, not the loop
             if not future.done():
                 future.set_exception(exc)
             return
+        finally:
+            # Another waiter may have reaped first while this reader still
+            # counted as a poller: the last one out closes the pidfd.
+            with self._lock:
+                self._maybe_close_pidfd()
         if not future.done():
             future.set_result(result)
 
@@ -174,13 +208,13 @@ class TaskProcess:
             usage = None
             try:
                 _, status, rusage = os.wait4(self.pid, 0)
-                usage = ResourceUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+                usage = ResourceUsage(rusage.ru_utime, rusage.ru_stime)
             except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
                 status = 0
             record = self._read_task_exit()
             if record is not None:
                 status = record.status
-                usage = ResourceUsage(record.utime_us / 1e6, record.stime_us / 1e6, record.maxrss_kb * 1024)
+                usage = ResourceUsage(record.utime_us / 1e6, record.stime_us / 1e6)
             exit_code, sig = decode_wait_status(status)
             result = ExitResult(exit_code=exit_code, signal=sig, oom_killed=False,
                                 started_at=self.started_at, finished_at=finished_at, usage=usage)
@@ -201,6 +235,11 @@ class TaskProcess:
         """Signal the process; False when it has already exited."""
         with self._lock:
             if self._result is not None or self._pidfd < 0:
+                return False
+            # An exited but not yet reaped process would "accept" the signal.
+            probe = select.poll()
+            probe.register(self._pidfd, select.POLLIN)
+            if probe.poll(0):
                 return False
             try:
                 _signal.pidfd_send_signal(self._pidfd, sig)

@@ -24,7 +24,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
@@ -86,8 +86,9 @@ class CgroupStats:
     #: Total CPU time consumed, nanoseconds (v1 cpuacct.usage; v2 cpu.stat
     #: usage_usec x 1000, so microsecond resolution).
     cpu_usage_ns: Optional[int] = None
-    #: User CPU time, nanoseconds (v1 cpuacct.usage_user, since 4.11, else
-    #: cpuacct.stat ticks; v2 cpu.stat user_usec x 1000).
+    #: User CPU time, nanoseconds (v1 cpuacct.usage_user where the kernel has
+    #: it, else cpuacct.stat converted from USER_HZ ticks; v2 cpu.stat
+    #: user_usec x 1000).
     cpu_user_ns: Optional[int] = None
     #: System CPU time, nanoseconds (as cpu_user_ns, with usage_sys/system_usec).
     cpu_system_ns: Optional[int] = None
@@ -271,6 +272,16 @@ def remove_tree(directory: str, timeout: float = 2.0) -> None:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
+
+
+def undo_created(created: Sequence[str]) -> None:
+    """rmdir the directories a failed create() made, newest first; never raises."""
+    for path in reversed(created):
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                log.warning("could not remove %s after a failed create: %s", path, e)
 
 
 def remove_empty_parents(directory: str, stop: str) -> None:

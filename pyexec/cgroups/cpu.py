@@ -3,7 +3,7 @@ throttling statistics, for cgroup v1 and v2.
 
 v1 files: cpu.shares, cpu.cfs_period_us, cpu.cfs_quota_us, cpu.stat
 (nr_throttled, throttled_time in ns); cpuacct.usage, cpuacct.usage_user /
-cpuacct.usage_sys (4.11+), cpuacct.stat (USER_HZ ticks) as fallback.
+cpuacct.usage_sys (newer kernels), cpuacct.stat (USER_HZ ticks) as fallback.
 v2 files: cpu.weight (shares converted), cpu.max ("quota period"), cpu.stat
 (usage_usec, user_usec, system_usec always; nr_throttled, throttled_usec only
 with the cpu controller enabled).

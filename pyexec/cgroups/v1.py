@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional
 from ..config import Resources
 from ..errors import ConfigError
 from .base import (
+    undo_created,
     CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
     remove_empty_parents,
 )
@@ -152,12 +153,7 @@ class V1Manager(CgroupManager):
             memory = self._paths.get("memory")
             self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
         except BaseException:
-            for path in reversed(created):
-                try:
-                    os.rmdir(path)
-                except OSError as e:
-                    if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
-                        log.warning("could not remove %s after a failed create: %s", path, e)
+            undo_created(created)
             raise
 
     def update(self, resources: Resources) -> None:

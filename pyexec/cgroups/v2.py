@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Set
 from ..config import Resources
 from ..errors import ConfigError
 from .base import (
+    undo_created,
     CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
     read_text, remove_empty_parents,
 )
@@ -161,12 +162,7 @@ class V2Manager(CgroupManager):
             self._apply(self.resources)
             self._oom_baseline = oom_kills_v2(self.path) or 0
         except BaseException:
-            for path in reversed(created):
-                try:
-                    os.rmdir(path)
-                except OSError as e:
-                    if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
-                        log.warning("could not remove %s after a failed create: %s", path, e)
+            undo_created(created)
             raise
 
     def update(self, resources: Resources) -> None:

@@ -7,16 +7,19 @@ exec, undoing every step when one fails.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import time
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from .. import _shim
+from ..cgroups import CgroupManager, CgroupStats, new_manager
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
-from ..config import DEFAULT_PATH, ExecCommand, rlimit_number
+from ..config import DEFAULT_PATH, ExecCommand, Resources, rlimit_number
+from ..errors import TaskExitedError
 from ..process import ExitResult, TaskProcess
 from ..rootfs import plan_mounts
 from ..shim import CapabilitySets, Child, Credentials, SpawnPlan, release, spawn, wait_exec
@@ -62,10 +65,13 @@ class ContainerExecutor(Executor):
 
     kind = "container"
 
-    def __init__(self, state_root: str = DEFAULT_STATE_ROOT) -> None:
+    def __init__(self, state_root: str = DEFAULT_STATE_ROOT, cgroup_parent: str = "pyexec") -> None:
         super().__init__()
         self.state_root = state_root
+        self.cgroup_parent = cgroup_parent
         self.task_id: Optional[str] = None
+        self.final_stats: Optional[CgroupStats] = None
+        self._cgroup: Optional[CgroupManager] = None
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
         self._host_pid_mode = False
@@ -104,8 +110,21 @@ class ContainerExecutor(Executor):
                 plan.mounts = plan_mounts(cmd, mirror_root)
             stdio = StdioFiles(cmd)
             plan.stdio = stdio.fds
+            self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent)
+            self._cgroup.create()
+            # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
+            # child waits until we have written its pid into every hierarchy.
+            cgroup_fd = self._cgroup.open_dir_fd()
+            plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
+            plan.wait_for_parent = cgroup_fd is None
             started_at = time.time()
-            child = spawn(plan)
+            try:
+                child = spawn(plan)
+            finally:
+                if cgroup_fd is not None:
+                    os.close(cgroup_fd)
+            if cgroup_fd is None:
+                self._cgroup.add_pid(child.pid)
             release(child)
             wait_exec(child)
         except BaseException:
@@ -140,9 +159,38 @@ class ContainerExecutor(Executor):
                 os.close(fd)
 
     # -- the end -----------------------------------------------------------
+    # -- running -----------------------------------------------------------
+    def stats(self) -> CgroupStats:
+        """The task cgroup's counters now (after the exit: the last sample taken)."""
+        cgroup = self._cgroup
+        if cgroup is None:
+            if self.final_stats is not None:
+                return self.final_stats
+            self._running()
+            raise TaskExitedError("the task has exited and its cgroup is gone")
+        return cgroup.stats()
+
+    def update_resources(self, resources: Resources) -> None:
+        """Change the running task's limits (validated like at launch)."""
+        if not isinstance(resources, Resources):
+            raise TypeError("update_resources() takes a Resources")
+        cgroup = self._cgroup
+        if cgroup is None:
+            self._running()
+            raise TaskExitedError("the task has exited")
+        cgroup.update(resources)
+
+    # -- the end -----------------------------------------------------------
     def _on_exit(self, result: ExitResult) -> ExitResult:
-        # The main process is reaped; with our own pid namespace nothing else
-        # of the task is left, otherwise its stragglers die with it.
+        # The main process is reaped. With our own pid namespace nothing else
+        # of the task is left; otherwise its stragglers die with it here.
+        cgroup = self._cgroup
+        if cgroup is not None:
+            try:
+                self.final_stats = cgroup.stats()
+                result = dataclasses.replace(result, oom_killed=cgroup.oom_killed())
+            except OSError as exc:
+                log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
         if self._host_pid_mode:
             self._kill_process_group()
         self._teardown()
@@ -155,6 +203,8 @@ class ContainerExecutor(Executor):
             proc.send_signal(9)
         if self._host_pid_mode:
             self._kill_process_group()
+        if self._cgroup is not None:
+            self._cgroup.kill_all()
 
     def _kill_process_group(self) -> None:
         if self._proc is None:
@@ -166,6 +216,9 @@ class ContainerExecutor(Executor):
 
     def _teardown(self) -> None:
         """Remove what launch made; safe to call more than once."""
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            cgroup.destroy()  # kills whatever is left first
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None

@@ -1,0 +1,316 @@
+"""Shared fixtures: a leak check around every test, a task directory, ``run``.
+
+``no_leaks`` (autouse) snapshots the host before each test and fails the test
+if anything launched by it outlives it:
+
+(a) descendant processes of the test process (zombies included: an unreaped
+    child is a leak too);
+(b) processes in a pid namespace other than ours that were not there before
+    (a container whose init escaped us); one whose first ancestor in our
+    namespace is outside our own tree and older than the test belongs to
+    some other program on the host (say, a second test run): not counted;
+(c) new lines in our /proc/self/mountinfo;
+(d) new entries under the default state root /run/pyexec;
+(e) new directories under /sys/fs/cgroup/*/ (depth <= 4) whose name contains
+    "pyexec", and the task cgroups below them.
+
+Dying processes get a short grace (about 1s of polling). When nothing leaked
+a check costs one snapshot, so the fixture is cheap enough for every test.
+Leaked processes are SIGKILLed after being reported, so one failure does not
+cascade into the following tests.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+
+import psutil
+import pytest
+
+STATE_ROOT = "/run/pyexec"
+CGROUP_ROOT = "/sys/fs/cgroup"
+LEAK_GRACE = float(os.environ.get("PYEXEC_TEST_LEAK_GRACE", "1.0"))  # seconds
+
+IS_ROOT = os.geteuid() == 0
+ROOT_REASON = "the container executor needs root (namespaces, mounts, pivot_root)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the container suite as a whole when we are not root."""
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason=ROOT_REASON)
+    for item in items:
+        if Path(str(item.fspath)).name.startswith("test_container"):
+            item.add_marker(skip)
+
+
+# -- snapshots ------------------------------------------------------------------
+
+ProcKey = Tuple[int, int]  # (pid, start time in clock ticks): immune to pid reuse
+
+
+def _stat_fields(pid: int) -> Optional[List[str]]:
+    """Fields of /proc/<pid>/stat from the state on (comm may hold spaces and ')')."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _pid_ns(pid: int) -> Optional[str]:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _all_pids() -> List[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _proc_key(pid: int) -> Optional[ProcKey]:
+    fields = _stat_fields(pid)
+    return (pid, int(fields[19])) if fields else None
+
+
+def _describe(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        cmdline = " ".join(proc.cmdline()) or proc.name()
+        return f"pid {pid} [{proc.status()}] {cmdline!r}"
+    except psutil.Error:
+        return f"pid {pid} (gone)"
+
+
+def _processes() -> Dict[ProcKey, str]:
+    """Every process on the host: (pid, start time) -> its pid namespace."""
+    out: Dict[ProcKey, str] = {}
+    for pid in _all_pids():
+        ns = _pid_ns(pid)
+        key = _proc_key(pid)
+        if ns is not None and key is not None:
+            out[key] = ns
+    return out
+
+
+def _owned_by_someone_else(pid: int, our_ns: str, mine: Set[int], old: Set[ProcKey]) -> bool:
+    """True when the first ancestor of ``pid`` in our pid ns is an older stranger.
+
+    A container's processes hang below its init, whose parent is the program
+    that launched it. When that launcher is neither this test process nor one
+    of its descendants, existed before the test and is not pid 1 (the adopter
+    of orphans), the container is another program's (a second test run, say).
+    """
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        fields = _stat_fields(pid)
+        if fields is None:
+            return False
+        parent = int(fields[1])
+        if parent <= 1:
+            return False  # an orphan: nobody owns it, so it is ours to report
+        if _pid_ns(parent) == our_ns:
+            return parent not in mine and _proc_key(parent) in old
+        pid = parent
+    return False
+
+
+def _cgroup_dirs() -> FrozenSet[str]:
+    found: Set[str] = set()
+
+    def walk(path: str, depth: int, below_pyexec: bool) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            inside = below_pyexec or "pyexec" in entry.name
+            if inside:
+                found.add(entry.path)
+            if depth < 4:
+                walk(entry.path, depth + 1, inside)
+
+    try:
+        hierarchies = [e.path for e in os.scandir(CGROUP_ROOT) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        hierarchies = []
+    for hierarchy in hierarchies:
+        walk(hierarchy, 1, False)
+    return frozenset(found)
+
+
+def _state_entries() -> FrozenSet[str]:
+    try:
+        return frozenset(os.listdir(STATE_ROOT))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def _mount_lines() -> FrozenSet[str]:
+    with open("/proc/self/mountinfo") as f:
+        return frozenset(f.read().splitlines())
+
+
+@dataclass
+class Snapshot:
+    processes: Dict[ProcKey, str]
+    mounts: FrozenSet[str]
+    state: FrozenSet[str]
+    cgroups: FrozenSet[str]
+
+
+def _snapshot(our_ns: str) -> Snapshot:
+    return Snapshot(_processes(), _mount_lines(), _state_entries(), _cgroup_dirs())
+
+
+def _find_leaks(before: Snapshot, our_ns: str) -> Tuple[List[str], List[int]]:
+    """Human-readable leaks and the pids among them to kill."""
+    leaks: List[str] = []
+    pids: List[int] = []
+    me = psutil.Process()
+    try:
+        descendants = me.children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    mine = {os.getpid()} | {p.pid for p in descendants}
+    for proc in descendants:
+        leaks.append(f"descendant process {_describe(proc.pid)}")
+        pids.append(proc.pid)
+    old = set(before.processes)
+    for key, ns in _processes().items():
+        pid = key[0]
+        if ns == our_ns or key in old or pid in mine or _owned_by_someone_else(pid, our_ns, mine, old):
+            continue
+        leaks.append(f"process in another pid namespace ({ns}): {_describe(pid)}")
+        pids.append(pid)
+    for line in sorted(_mount_lines() - before.mounts):
+        leaks.append(f"mount: {line}")
+    for name in sorted(_state_entries() - before.state):
+        leaks.append(f"state directory: {os.path.join(STATE_ROOT, name)}")
+    for path in sorted(_cgroup_dirs() - before.cgroups):
+        leaks.append(f"cgroup: {path}")
+    return leaks, pids
+
+
+def _kill(pids: List[int]) -> None:
+    """SIGKILL leaked processes and reap the ones that are our own children."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    deadline = time.monotonic() + 1.0
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # not our child (or already reaped)
+            if done:
+                break
+            time.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail the test if it left processes, mounts, state dirs or cgroups behind."""
+    our_ns = _pid_ns(os.getpid()) or ""
+    before = _snapshot(our_ns)
+    yield
+    deadline = time.monotonic() + LEAK_GRACE
+    while True:
+        leaks, pids = _find_leaks(before, our_ns)
+        if not leaks or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if not leaks:
+        return
+    _kill(pids)
+    pytest.fail("the test leaked:\n  " + "\n  ".join(leaks)
+                + "\n(another pyexec run on this host at the same time shows up here too)", pytrace=False)
+
+
+# -- helpers for container tests -------------------------------------------------
+
+@pytest.fixture
+def task_dir(tmp_path: Path) -> Path:
+    """A fresh, existing task directory."""
+    path = tmp_path / "task"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def run(tmp_path: Path, task_dir: Path):
+    """``run(argv, **ExecCommand fields)`` -> (ExitResult, stdout text, stderr text).
+
+    Launches a container task with stdout/stderr in tmp_path, waits up to 30s
+    and always shuts the task down. ``state_root=`` goes to the executor.
+    """
+    from pyexec import ExecCommand, new_executor
+
+    counter = itertools.count()
+
+    def _run(argv, state_root: Optional[str] = None, timeout: float = 30.0, **fields):
+        n = next(counter)
+        out = tmp_path / f"run{n}.stdout"
+        err = tmp_path / f"run{n}.stderr"
+        fields.setdefault("task_dir", str(task_dir))
+        fields.setdefault("stdout_path", str(out))
+        fields.setdefault("stderr_path", str(err))
+        cmd = ExecCommand(argv=list(argv), **fields)
+        ex = new_executor("container", **({"state_root": state_root} if state_root else {}))
+        try:
+            ex.launch(cmd)
+            result = ex.wait(timeout=timeout)
+        finally:
+            ex.shutdown(grace=0)
+
+        def text(path: Path) -> str:
+            return path.read_text() if path.exists() else ""
+        return result, text(Path(cmd.stdout_path)), text(Path(cmd.stderr_path))
+
+    return _run
+
+
+@pytest.fixture
+def executors():
+    """A factory of container executors that are all shut down after the test."""
+    from pyexec import new_executor
+
+    made = []
+
+    def make(**options):
+        ex = new_executor("container", **options)
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        ex.shutdown(grace=0)
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str = "condition"):
+    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

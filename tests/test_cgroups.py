@@ -1,0 +1,592 @@
+"""Tests of pyexec.cgroups on the real kernel (needs root).
+
+Every test gets a unique parent cgroup ``pyexec-test-<hex>``; the ``cg``
+fixture checks after each test that no directory of that name is left in any
+cgroup hierarchy and that the test process itself never joined one (it
+removes leftovers before failing, so a failed test does not litter the host).
+
+The v1 tests run on v1/hybrid hosts; the v2 limit tests need a cgroup2 mount
+with the memory, cpu and pids controllers and skip, with the reason, where
+there is none. Only pure parsing/conversion functions are fed files written
+to a temporary directory; nothing kernel-side is mocked.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Iterator, List
+
+import pytest
+
+from pyexec.cgroups import CgroupStats, V1Manager, V2Manager, detect_mode, new_manager
+from pyexec.cgroups.base import cgroup_mounts, parse_keyed
+from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
+from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, swap_max_v2
+from pyexec.cgroups.io import check_io_v1
+from pyexec.cgroups.pids import check_pids_v1
+from pyexec.cgroups.v1 import v1_mounts
+from pyexec.cgroups.v2 import unified_root
+from pyexec.config import Resources
+from pyexec.errors import ConfigError
+
+M = 1 << 20
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup tests need root")
+
+needs_v1 = pytest.mark.skipif("memory" not in v1_mounts(), reason="no cgroup v1 memory hierarchy on this host")
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def _leftovers(parent: str) -> List[str]:
+    found = []
+    for mount in {m.mountpoint for m in cgroup_mounts()}:
+        path = os.path.join(mount, parent)
+        if os.path.exists(path):
+            found.append(path)
+    return found
+
+
+def _force_remove(path: str) -> None:
+    for dirpath, _dirs, _files in os.walk(path):
+        try:
+            for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        except FileNotFoundError:
+            pass
+    for freezer in (os.path.join(d, "freezer.state") for d, _s, _f in os.walk(path)):
+        if os.path.exists(freezer):
+            open(freezer, "w").write("THAWED")
+    time.sleep(0.2)
+    for dirpath in sorted((d for d, _s, _f in os.walk(path)), key=len, reverse=True):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def cg() -> Iterator[str]:
+    """A unique parent cgroup name; asserts that nothing of it remains afterwards."""
+    parent = f"pyexec-test-{uuid.uuid4().hex[:10]}"
+    yield parent
+    own = open("/proc/self/cgroup").read()
+    left = _leftovers(parent)
+    for path in left:
+        _force_remove(path)
+    assert parent not in own, f"the test process joined a task cgroup: {own}"
+    assert not left, f"cgroup directories left behind: {left}"
+
+
+@pytest.fixture
+def procs() -> Iterator[List[subprocess.Popen]]:
+    """Child processes a test starts; killed and reaped afterwards whatever happens."""
+    started: List[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def gated(procs: List[subprocess.Popen], code: str) -> subprocess.Popen:
+    """A python child that waits for a line on stdin before running ``code``, so
+    the test can move it into a cgroup first (charges and forks land there)."""
+    p = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + code],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    procs.append(p)
+    return p
+
+
+def release(p: subprocess.Popen) -> None:
+    assert p.stdin is not None
+    p.stdin.write(b"go\n")
+    p.stdin.flush()
+
+
+def sleeper(procs: List[subprocess.Popen]) -> subprocess.Popen:
+    p = subprocess.Popen(["sleep", "300"])
+    procs.append(p)
+    return p
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# --------------------------------------------------------------------------- detection
+
+def test_detect_mode_matches_mountinfo() -> None:
+    mounts = cgroup_mounts()
+    mode = detect_mode()
+    assert mode in ("v1", "v2", "hybrid")
+    assert detect_mode() is mode  # cached
+    unified_at_top = any(m.fstype == "cgroup2" and m.mountpoint == "/sys/fs/cgroup" for m in mounts)
+    has_v1_memory = any(m.fstype == "cgroup" and "memory" in m.options for m in mounts)
+    if unified_at_top:
+        assert mode == "v2"
+    elif has_v1_memory:
+        assert mode == ("hybrid" if any(m.fstype == "cgroup2" for m in mounts) else "v1")
+    manager = new_manager("x", Resources(), parent="pyexec-test-none")
+    assert isinstance(manager, V2Manager if mode == "v2" else V1Manager)
+
+
+# --------------------------------------------------------------------------- v1 limits
+
+@needs_v1
+def test_create_applies_every_limit(cg: str) -> None:
+    res = Resources(memory="64M", memory_reservation="32M", cpu_shares=512, cpus=0.5,
+                    cpuset_cpus="0", cpuset_mems="0", pids=42)
+    m = V1Manager("limits", res, parent=cg)
+    m.create()
+    try:
+        p = m.paths
+        assert int(read(f"{p['memory']}/memory.limit_in_bytes")) == 64 * M
+        assert int(read(f"{p['memory']}/memory.soft_limit_in_bytes")) == 32 * M
+        assert read(f"{p['cpu']}/cpu.shares") == "512"
+        assert read(f"{p['cpu']}/cpu.cfs_period_us") == "100000"
+        assert read(f"{p['cpu']}/cpu.cfs_quota_us") == "50000"
+        assert read(f"{p['cpuset']}/cpuset.cpus") == "0"
+        assert read(f"{p['cpuset']}/cpuset.mems") == "0"
+        assert read(f"{p['pids']}/pids.max") == "42"
+        for ctl in ("devices", "freezer", "cpuacct", "blkio"):  # joined without limits
+            if ctl in v1_mounts():
+                assert os.path.isdir(p[ctl]), ctl
+        assert m.stats().memory_limit == 64 * M and m.stats().pids_limit == 42
+    finally:
+        m.destroy()
+    assert not any(os.path.exists(path) for path in m.paths.values())
+
+
+@needs_v1
+def test_memory_swap_applied_or_config_error_naming_file(cg: str) -> None:
+    memory_root = v1_mounts()["memory"]
+    res = Resources(memory="64M", memory_swap="128M")
+    m = V1Manager("swap", res, parent=cg)
+    if os.path.exists(os.path.join(memory_root, "memory.memsw.limit_in_bytes")):
+        with m:
+            assert int(read(f"{m.paths['memory']}/memory.memsw.limit_in_bytes")) == 128 * M
+            assert int(read(f"{m.paths['memory']}/memory.limit_in_bytes")) == 64 * M
+    else:  # no swap accounting on this kernel
+        with pytest.raises(ConfigError) as err:
+            m.create()
+        assert err.value.field == "memory_swap"
+        assert "memory.memsw.limit_in_bytes" in str(err.value) and "'memory'" in str(err.value)
+        assert not m.exists()
+
+
+@needs_v1
+def test_io_weight_applied_or_config_error_naming_blkio(cg: str) -> None:
+    if "blkio" not in v1_mounts():
+        pytest.skip("no blkio hierarchy mounted")
+    with V1Manager("probe", Resources(), parent=cg) as probe:  # the weight files exist only in children
+        present = [f for f in ("blkio.weight", "blkio.bfq.weight")
+                   if os.path.exists(os.path.join(probe.paths["blkio"], f))]
+    m = V1Manager("io", Resources(io_weight=300), parent=cg)
+    if present:
+        with m:
+            assert read(os.path.join(m.paths["blkio"], present[0])) in ("300", "default 300")
+    else:
+        with pytest.raises(ConfigError) as err:
+            m.create()
+        assert err.value.field == "io_weight" and "'blkio'" in str(err.value)
+        assert "blkio.weight" in str(err.value)
+        assert not m.exists()
+
+
+@needs_v1
+def test_missing_control_file_is_config_error_naming_it() -> None:
+    """A hierarchy's root cgroup has no per-cgroup limit files (pids.max, the
+    blkio weights) by kernel design: a real directory where they are missing."""
+    mounts = v1_mounts()
+    cases = [("pids", check_pids_v1, Resources(pids=10), "pids", ("pids.max",)),
+             ("blkio", check_io_v1, Resources(io_weight=300), "io_weight",
+              ("blkio.weight", "blkio.bfq.weight"))]
+    tried = 0
+    for ctl, check, res, field_name, files in cases:
+        root = mounts.get(ctl)
+        if root is None or any(os.path.exists(os.path.join(root, f)) for f in files):
+            continue
+        tried += 1
+        with pytest.raises(ConfigError) as err:
+            check(root, res)
+        assert err.value.field == field_name
+        assert f"'{ctl}'" in str(err.value) and files[0] in str(err.value) and root in str(err.value)
+    if not tried:
+        pytest.skip("the pids/blkio hierarchy roots here do have the limit files")
+
+
+@needs_v1
+def test_unmounted_controller_is_config_error_and_creates_nothing(cg: str) -> None:
+    mounts = {c: p for c, p in v1_mounts().items() if c != "pids"}  # use every hierarchy but pids
+    m = V1Manager("nopids", Resources(memory="64M", pids=10), parent=cg, mounts=mounts)
+    with pytest.raises(ConfigError) as err:
+        m.create()
+    assert err.value.field == "pids"
+    assert "'pids' controller" in str(err.value) and "not mounted" in str(err.value)
+    assert not m.exists() and not _leftovers(cg)
+
+
+@needs_v1
+def test_kernel_rejected_value_rolls_back_everything(cg: str) -> None:
+    # CPU 63 is not in the parent's cpuset: the kernel says EINVAL after every
+    # directory was made and memory was already limited.
+    m = V1Manager("bad", Resources(memory="64M", cpuset_cpus="63"), parent=cg)
+    with pytest.raises(ConfigError) as err:
+        m.create()
+    assert err.value.field == "cpuset_cpus" and "cpuset.cpus" in str(err.value)
+    assert not _leftovers(cg)
+
+
+# --------------------------------------------------------------------------- v1 processes
+
+@needs_v1
+def test_add_pid_joins_every_hierarchy(cg: str, procs: List[subprocess.Popen]) -> None:
+    with V1Manager("join", Resources(), parent=cg) as m:
+        p = sleeper(procs)
+        m.add_pid(p.pid)
+        lines = read(f"/proc/{p.pid}/cgroup").splitlines()
+        by_ctl = {}
+        for line in lines:
+            _id, ctls, path = line.split(":", 2)
+            for ctl in ctls.split(","):
+                by_ctl[ctl] = path
+        for ctl in m.paths:
+            assert by_ctl[ctl] == f"/{cg}/join", (ctl, lines)
+        assert m.pids() == [p.pid]
+        with pytest.raises(ConfigError):
+            m.add_pid(os.getpid())
+        assert cg not in read("/proc/self/cgroup")
+    assert p.wait(timeout=5) == -signal.SIGKILL  # destroy killed it
+
+
+@needs_v1
+def test_stats_of_a_busy_process(cg: str, procs: List[subprocess.Popen]) -> None:
+    code = ("import time\nb = b'x' * (24 << 20)\nt = time.time()\n"
+            "while time.time() - t < 0.4: pass\nprint('done', flush=True)\nsys.stdin.readline()\n")
+    with V1Manager("busy", Resources(memory="256M", pids=20), parent=cg) as m:
+        empty = m.stats()
+        assert empty.pids_current == 0 and empty.oom_events == 0
+        p = gated(procs, code)
+        m.add_pid(p.pid)
+        release(p)
+        assert p.stdout is not None and p.stdout.readline() == b"done\n"
+        s = m.stats()
+        assert isinstance(s, CgroupStats)
+        assert s.pids_current == 1 and s.pids_limit == 20
+        assert s.memory_usage >= 20 * M and s.memory_rss >= 20 * M and s.memory_max_usage >= s.memory_usage
+        assert s.memory_limit == 256 * M
+        assert s.cpu_usage_ns >= 200_000_000 and s.cpu_user_ns > 0 and s.cpu_system_ns is not None
+        assert s.cpu_throttled_periods == 0
+        assert abs(s.timestamp - time.time()) < 5
+        assert not m.oom_killed()
+
+
+@needs_v1
+def test_oom_kill_is_detected(cg: str, procs: List[subprocess.Popen]) -> None:
+    memsw = os.path.exists(os.path.join(v1_mounts()["memory"], "memory.memsw.limit_in_bytes"))
+    # memory_swap == memory forbids swapping, so the OOM killer must act even on a host with swap.
+    res = Resources(memory="32M", memory_swap="32M" if memsw else None)
+    with V1Manager("oom", res, parent=cg) as m:
+        if oom_kills_v1(m.paths["memory"]) is None:
+            pytest.skip("kernel before 4.13: memory.oom_control has no oom_kill counter")
+        assert not m.oom_killed()
+        p = gated(procs, "b = b'x' * (200 << 20)\nprint('survived', flush=True)\n")
+        m.add_pid(p.pid)
+        release(p)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        assert m.oom_killed()
+        assert m.stats().oom_events >= 1
+
+
+# Forks children that sleep, forever, and keeps trying when fork fails (EAGAIN
+# at the pids limit) -- dash would exit on the first failed fork instead.
+FORK_LOOP = """
+import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(100)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.001)
+"""
+
+
+class _Subreaper:
+    """Make the test process the child subreaper while a fork loop runs, so its
+    orphaned children are reaped here rather than left to pid 1."""
+
+    PR_SET_CHILD_SUBREAPER = 36
+
+    def __enter__(self) -> "_Subreaper":
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.prctl(self.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        return self
+
+    def reap(self, timeout: float = 5.0) -> None:
+        """Reap adopted orphans until none is left (call after Popen.wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                time.sleep(0.01)
+
+    def __exit__(self, *exc: object) -> None:
+        self.libc.prctl(self.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@needs_v1
+def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen]) -> None:
+    with _Subreaper() as reaper, V1Manager("forky", Resources(pids=50), parent=cg) as m:
+        m.kill_all()  # empty cgroup: nothing to do
+        p = gated(procs, FORK_LOOP)
+        m.add_pid(p.pid)
+        release(p)
+        assert wait_for(lambda: m.stats().pids_current >= 40), m.stats()
+        m.kill_all(timeout=10)
+        assert m.pids() == []  # no live process left (zombies are not members)
+        assert p.wait(timeout=5) == -signal.SIGKILL
+        reaper.reap()
+        # pids.current counts a task until it is reaped, hence only now 0.
+        assert wait_for(lambda: m.stats().pids_current == 0), m.stats()
+
+
+@needs_v1
+def test_create_cleans_a_stale_cgroup(cg: str, procs: List[subprocess.Popen]) -> None:
+    crashed = V1Manager("stale", Resources(pids=5), parent=cg)
+    crashed.create()
+    p = sleeper(procs)
+    crashed.add_pid(p.pid)
+    del crashed  # the executor "crashed": nobody destroys it
+    m = V1Manager("stale", Resources(pids=7), parent=cg)
+    m.create()
+    try:
+        assert p.wait(timeout=5) == -signal.SIGKILL
+        assert m.pids() == []
+        assert read(f"{m.paths['pids']}/pids.max") == "7"
+    finally:
+        m.destroy()
+
+
+@needs_v1
+def test_update_changes_limits_live(cg: str, procs: List[subprocess.Popen]) -> None:
+    with V1Manager("upd", Resources(memory="64M", pids=10, cpu_shares=256), parent=cg) as m:
+        m.add_pid(sleeper(procs).pid)
+        m.update(Resources(memory="128M", pids=20))
+        assert int(read(f"{m.paths['memory']}/memory.limit_in_bytes")) == 128 * M
+        assert read(f"{m.paths['pids']}/pids.max") == "20"
+        assert read(f"{m.paths['cpu']}/cpu.shares") == "256"  # untouched
+        assert m.stats().memory_limit == 128 * M and m.stats().pids_limit == 20
+        with pytest.raises(ConfigError) as err:
+            m.update(Resources(cpuset_cpus="63"))  # not a subset of the parent's cpus
+        assert err.value.field == "cpuset_cpus"
+        if os.path.exists(f"{m.paths['memory']}/memory.memsw.limit_in_bytes"):
+            m.update(Resources(memory_swap="256M"))
+            m.update(Resources(memory="32M"))  # lowering memory keeps memsw valid
+            assert int(read(f"{m.paths['memory']}/memory.limit_in_bytes")) == 32 * M
+            assert int(read(f"{m.paths['memory']}/memory.memsw.limit_in_bytes")) == 256 * M
+            with pytest.raises(ConfigError):  # memory above the memory_swap in force
+                m.update(Resources(memory="512M"))
+            m.update(Resources(memory="512M", memory_swap=-1))
+            assert int(read(f"{m.paths['memory']}/memory.limit_in_bytes")) == 512 * M
+        assert m.pids()  # the sleeper survived every update
+
+
+@needs_v1
+def test_destroy_is_idempotent(cg: str) -> None:
+    m = V1Manager("idem", Resources(memory="64M"), parent=cg)
+    m.destroy()  # never created
+    m.create()
+    m.destroy()
+    m.destroy()
+    assert not m.exists()
+    with pytest.raises(FileNotFoundError):
+        m.stats()
+    assert not m.oom_killed() and m.pids() == []
+    m.kill_all()
+
+
+@needs_v1
+def test_sibling_survives_destroy_of_another(cg: str, procs: List[subprocess.Popen]) -> None:
+    with V1Manager("a", Resources(), parent=cg) as a:
+        with V1Manager("b", Resources(), parent=cg) as b:
+            p = sleeper(procs)
+            b.add_pid(p.pid)
+            a.destroy()  # the shared parent is busy and stays
+            assert b.pids() == [p.pid]
+    assert p.wait(timeout=5) == -signal.SIGKILL
+
+
+@needs_v1
+def test_open_dir_fd_is_none_on_v1(cg: str) -> None:
+    assert V1Manager("fd", Resources(), parent=cg).open_dir_fd() is None
+
+
+def test_bad_names_are_config_errors() -> None:
+    for name in ("", "a/b", "..", "-x"):
+        with pytest.raises(ConfigError):
+            V1Manager(name, Resources(), parent="pyexec-test") if detect_mode() != "v2" \
+                else V2Manager(name, Resources(), parent="pyexec-test")
+
+
+# --------------------------------------------------------------------------- v2 pure logic
+
+def test_v2_conversions() -> None:
+    assert shares_to_weight(2) == 1
+    assert shares_to_weight(1024) == 39
+    assert shares_to_weight(262144) == 10000
+    assert cpu_max_v2(0.5) == "50000 100000"
+    assert cpu_max_v2(2) == "200000 100000"
+    assert cpu_quota_us(0.29) == 29000  # rounded, not truncated
+    assert swap_max_v2(-1, 64 * M) == "max"
+    assert swap_max_v2(128 * M, 64 * M) == str(64 * M)
+    with pytest.raises(ConfigError):
+        swap_max_v2(128 * M, None)
+
+
+def test_v2_stat_parsing(tmp_path) -> None:
+    (tmp_path / "memory.current").write_text("52428800\n")
+    (tmp_path / "memory.peak").write_text("60000000\n")
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.swap.current").write_text("0\n")
+    (tmp_path / "memory.stat").write_text(
+        "anon 41943040\nfile 8388608\nkernel 1048576\nkernel_stack 65536\npgfault 12345\n"
+        "workingset_refault_anon 0\n")
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 17\noom 2\noom_kill 2\noom_group_kill 1\n")
+    (tmp_path / "cpu.stat").write_text(
+        "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\nnice_usec 0\n"
+        "core_sched.force_idle_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 350000\n"
+        "nr_bursts 0\nburst_usec 0\n")
+    mem = stat_memory_v2(str(tmp_path))
+    assert mem == {"memory_usage": 52428800, "memory_max_usage": 60000000, "memory_limit": None,
+                   "swap_usage": 0, "memory_cache": 8388608, "memory_rss": 41943040, "oom_events": 2}
+    assert oom_kills_v2(str(tmp_path)) == 2
+    cpu = stat_cpu_v2(str(tmp_path))
+    assert cpu == {"cpu_usage_ns": 1_500_000_000, "cpu_user_ns": 1_000_000_000,
+                   "cpu_system_ns": 500_000_000, "cpu_throttled_periods": 7,
+                   "cpu_throttled_ns": 350_000_000}
+    # No cpu controller: cpu.stat has only the core keys -> throttling is None, not 0.
+    core = stat_cpu_text_v2(parse_keyed("usage_usec 10\nuser_usec 6\nsystem_usec 4\n"))
+    assert core["cpu_throttled_periods"] is None and core["cpu_usage_ns"] == 10_000
+    # memory.peak (5.19+) missing and a limit set:
+    (tmp_path / "memory.peak").unlink()
+    (tmp_path / "memory.max").write_text("33554432\n")
+    mem = stat_memory_v2(str(tmp_path))
+    assert mem["memory_max_usage"] is None and mem["memory_limit"] == 32 * M
+
+
+# --------------------------------------------------------------------------- v2 on the kernel
+
+def _cgroup2_root() -> str:
+    try:
+        return unified_root()
+    except FileNotFoundError:
+        pytest.skip("no cgroup2 file system mounted")
+        raise
+
+
+def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen]) -> None:
+    """The controller-independent half of the v2 backend (mkdir, cgroup.procs,
+    cpu.stat, cgroup.kill, cgroup.freeze, rmdir) works on any cgroup2 mount,
+    including the controller-less one of a hybrid host."""
+    root = _cgroup2_root()
+    m = V2Manager("core", Resources(), parent=cg, root=root)
+    with m:
+        fd = m.open_dir_fd()
+        try:
+            assert os.readlink(f"/proc/self/fd/{fd}") == m.path
+        finally:
+            os.close(fd)
+        for use_kill in (True, False):  # cgroup.kill, then the freeze + SIGKILL fallback
+            m.use_cgroup_kill = use_kill
+            p = gated(procs, "import time\nt = time.time()\nwhile time.time() - t < 0.2: pass\n"
+                             "print('done', flush=True)\nsys.stdin.readline()\n")
+            m.add_pid(p.pid)
+            release(p)
+            assert p.stdout is not None and p.stdout.readline() == b"done\n"
+            assert m.pids() == [p.pid]
+            s = m.stats()
+            assert s.cpu_usage_ns is not None and s.cpu_usage_ns >= 100_000_000
+            m.kill_all()
+            assert m.pids() == [] and p.wait(timeout=5) == -signal.SIGKILL
+        assert cg not in read("/proc/self/cgroup")
+    assert not os.path.exists(m.path)
+
+
+def test_v2_missing_controller_is_config_error(cg: str) -> None:
+    root = _cgroup2_root()
+    available = set(read(os.path.join(root, "cgroup.controllers")).split())
+    candidates = [("memory", Resources(memory="64M"), "memory"), ("pids", Resources(pids=10), "pids"),
+                  ("cpu", Resources(cpu_shares=512), "cpu_shares")]
+    missing = [c for c in candidates if c[0] not in available]
+    if not missing:
+        pytest.skip(f"{root} has memory, pids and cpu controllers; nothing is missing")
+    ctl, res, field_name = missing[0]
+    m = V2Manager("nomem", res, parent=cg, root=root)
+    with pytest.raises(ConfigError) as err:
+        m.create()
+    assert err.value.field == field_name and f"'{ctl}' controller" in str(err.value)
+    assert not m.exists()
+
+
+def _v2_root_with_controllers() -> str:
+    root = _cgroup2_root()
+    available = set(read(os.path.join(root, "cgroup.controllers")).split())
+    if not {"memory", "cpu", "pids"} <= available:
+        pytest.skip(f"cgroup2 at {root} has no memory/cpu/pids controllers on this host "
+                    f"({detect_mode()}; cgroup.controllers: {' '.join(sorted(available)) or 'none'}); "
+                    "the VM suite runs it")
+    return root
+
+
+def test_v2_limits_oom_and_kill_on_the_kernel(cg: str, procs: List[subprocess.Popen]) -> None:
+    root = _v2_root_with_controllers()
+    res = Resources(memory="32M", memory_reservation="16M", cpu_shares=512, cpus=0.5, pids=50)
+    with V2Manager("lim", res, parent=cg, root=root) as m:
+        assert read(f"{m.path}/memory.max") == str(32 * M)
+        assert read(f"{m.path}/memory.low") == str(16 * M)
+        assert read(f"{m.path}/cpu.weight") == str(shares_to_weight(512))
+        assert read(f"{m.path}/cpu.max") == "50000 100000"
+        assert read(f"{m.path}/pids.max") == "50"
+        if os.path.exists(f"{m.path}/memory.oom.group"):
+            assert read(f"{m.path}/memory.oom.group") == "1"
+        if os.path.exists(f"{m.path}/memory.swap.max"):
+            m.update(Resources(memory_swap="32M"))  # no swap: the OOM killer must act
+            assert read(f"{m.path}/memory.swap.max") == "0"
+        m.update(Resources(pids=60))
+        assert read(f"{m.path}/pids.max") == "60"
+        p = gated(procs, "b = b'x' * (200 << 20)\nprint('survived', flush=True)\n")
+        m.add_pid(p.pid)
+        release(p)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        assert m.oom_killed() and m.stats().oom_events >= 1
+        with _Subreaper() as reaper:
+            f = gated(procs, FORK_LOOP)
+            m.add_pid(f.pid)
+            release(f)
+            assert wait_for(lambda: (m.stats().pids_current or 0) >= 40)
+            m.kill_all(timeout=10)
+            assert m.pids() == [] and f.wait(timeout=5) == -signal.SIGKILL
+            reaper.reap()
