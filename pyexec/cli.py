@@ -36,15 +36,22 @@ class CliError(Exception):
     """A usage error of the command line itself."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become one line and exit 125, like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CliError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyexec", description="Run tasks isolated and limited on Linux.")
+    parser = _Parser(prog="pyexec", description="Run tasks isolated and limited on Linux.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a task in a container, in the foreground",
                               usage="pyexec run [options] -- CMD [ARGS...]")
     run.add_argument("--memory", help="memory limit, e.g. 256M")
-    run.add_argument("--pids", type=_int_option("--pids"), help="maximum number of processes")
-    run.add_argument("--cpus", type=_float_option("--cpus"), help="CPU bandwidth in cores, e.g. 0.5")
+    run.add_argument("--pids", type=_number_option(int, "an integer"), help="maximum number of processes")
+    run.add_argument("--cpus", type=_number_option(float, "a number"), help="CPU bandwidth in cores, e.g. 0.5")
     run.add_argument("--hostname", help="host name inside the task (default: the task name)")
     run.add_argument("--rootfs", help="a directory to use as the root (default: a read-only mirror of the host)")
     run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount (repeatable)")
@@ -59,23 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int_option(option: str):
-    def parse(text: str) -> int:
+def _number_option(convert, what: str):
+    """An argparse type that says which kind of number it wanted."""
+    def parse(text: str):
         try:
-            return int(text)
+            return convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    parse.__name__ = option
-    return parse
-
-
-def _float_option(option: str):
-    def parse(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    parse.__name__ = option
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     return parse
 
 
@@ -173,7 +170,11 @@ def _describe(error: BaseException) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CliError as error:
+        print(f"pyexec: error: {error}", file=sys.stderr)
+        return EXIT_PYEXEC_ERROR
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="pyexec: %(levelname)s: %(message)s")
     try:
@@ -184,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_PYEXEC_ERROR
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {args.command}")
+    print(f"pyexec: error: unknown command {args.command}", file=sys.stderr)
     return EXIT_PYEXEC_ERROR
 
 

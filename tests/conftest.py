@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason=ROOT_REASON)
     for item in items:
-        if Path(str(item.fspath)).name.startswith("test_container"):
+        if Path(str(item.fspath)).name.startswith(("test_container", "test_cli")):
             item.add_marker(skip)
 
 
