@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 from . import _shim
 from .errors import LaunchError
@@ -74,7 +74,6 @@ class Child:
     sync_fd: int
     error_fd: int
     status_fd: int
-    _fds: List[int] = field(default_factory=list, repr=False)
 
     def close_setup_fds(self) -> None:
         for name in ("sync_fd", "error_fd"):

@@ -24,7 +24,7 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
@@ -248,6 +248,32 @@ def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
+            pass
+
+
+FREEZE_WAIT = 1.0  # seconds to wait for a cgroup to freeze before killing anyway
+
+
+def freeze_kill_thaw(freeze_file: str, freeze: str, thaw: str, is_frozen: Callable[[], bool],
+                     pids: Callable[[], List[int]], deadline: float) -> None:
+    """One kill round under the freezer: freeze (so nothing forks between
+    listing and killing), SIGKILL every pid, thaw (SIGKILLed tasks die once
+    thawed). Both v1's freezer.state and v2's cgroup.freeze work this way."""
+    try:
+        with open(freeze_file, "w") as f:
+            f.write(freeze)
+        until = min(deadline, time.monotonic() + FREEZE_WAIT)
+        while not is_frozen():
+            if time.monotonic() > until:
+                log.warning("%s did not freeze in time; killing anyway", os.path.dirname(freeze_file))
+                break
+            time.sleep(0.002)
+        kill_pids(pids())
+    finally:
+        try:
+            with open(freeze_file, "w") as f:
+                f.write(thaw)
+        except FileNotFoundError:
             pass
 
 

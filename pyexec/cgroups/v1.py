@@ -15,13 +15,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from typing import Dict, List, Mapping, Optional
 
 from ..config import Resources
 from ..errors import ConfigError
 from .base import (
-    undo_created,
+    freeze_kill_thaw, undo_created,
     CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
     remove_empty_parents,
 )
@@ -42,7 +41,6 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "device
 # Resources' controller names that are spelled differently on v1.
 _V1_NAMES = {"io": "blkio"}
 
-_FREEZE_WAIT = 1.0  # seconds to wait for FREEZING -> FROZEN before killing anyway
 
 
 def v1_mounts() -> Dict[str, str]:
@@ -186,23 +184,7 @@ class V1Manager(CgroupManager):
             kill_pids(self.pids())
             return
         state = os.path.join(freezer, "freezer.state")
-        try:
-            with open(state, "w") as f:
-                f.write("FROZEN")
-            until = min(deadline, time.monotonic() + _FREEZE_WAIT)
-            while read_text(state) != "FROZEN":
-                if time.monotonic() > until:
-                    log.warning("%s did not freeze in time; killing anyway", freezer)
-                    break
-                time.sleep(0.002)
-            kill_pids(self.pids())
-        finally:
-            # SIGKILLed tasks die once thawed.
-            try:
-                with open(state, "w") as f:
-                    f.write("THAWED")
-            except FileNotFoundError:
-                pass
+        freeze_kill_thaw(state, "FROZEN", "THAWED", lambda: read_text(state) == "FROZEN", self.pids, deadline)
 
     # -- reading -----------------------------------------------------------------------
     def stats(self) -> CgroupStats:

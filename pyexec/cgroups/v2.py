@@ -21,13 +21,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from typing import Dict, List, Optional, Set
 
 from ..config import Resources
 from ..errors import ConfigError
 from .base import (
-    undo_created,
+    freeze_kill_thaw, undo_created,
     CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
     read_text, remove_empty_parents,
 )
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 #: Controllers enabled whenever available, so stats work without limits.
 STATS_CONTROLLERS = ("memory", "cpu", "pids")
 
-_FREEZE_WAIT = 1.0
 
 
 def unified_root() -> str:
@@ -209,22 +207,9 @@ class V2Manager(CgroupManager):
         if not os.path.exists(freeze_file):
             kill_pids(self.pids())
             return
-        try:
-            with open(freeze_file, "w") as f:
-                f.write("1")
-            until = min(deadline, time.monotonic() + _FREEZE_WAIT)
-            while (read_keyed(os.path.join(self.path, "cgroup.events")) or {}).get("frozen") != 1:
-                if time.monotonic() > until:
-                    log.warning("%s did not freeze in time; killing anyway", self.path)
-                    break
-                time.sleep(0.002)
-            kill_pids(self.pids())
-        finally:
-            try:
-                with open(freeze_file, "w") as f:
-                    f.write("0")
-            except FileNotFoundError:
-                pass
+        events = os.path.join(self.path, "cgroup.events")
+        freeze_kill_thaw(freeze_file, "1", "0", lambda: (read_keyed(events) or {}).get("frozen") == 1,
+                         self.pids, deadline)
 
     # -- reading -------------------------------------------------------------------------
     def stats(self) -> CgroupStats:

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from typing import Dict, Optional
@@ -74,7 +75,6 @@ class ContainerExecutor(Executor):
         self._cgroup: Optional[CgroupManager] = None
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
-        self._host_pid_mode = False
 
     # -- launch ------------------------------------------------------------
     def _start(self, cmd: ExecCommand) -> TaskProcess:
@@ -97,7 +97,6 @@ class ContainerExecutor(Executor):
             no_new_privs=isolation.no_new_privs,
             cwd=cmd.cwd,
         )
-        self._host_pid_mode = not plan.use_init
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
@@ -150,7 +149,7 @@ class ContainerExecutor(Executor):
         """Kill and reap a child whose launch failed."""
         child.close_setup_fds()
         try:
-            os.kill(child.pid, 9) if child.pidfd < 0 else __import__("signal").pidfd_send_signal(child.pidfd, 9)
+            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
         os.waitpid(child.pid, 0)
@@ -158,7 +157,6 @@ class ContainerExecutor(Executor):
             if fd >= 0:
                 os.close(fd)
 
-    # -- the end -----------------------------------------------------------
     # -- running -----------------------------------------------------------
     def stats(self) -> CgroupStats:
         """The task cgroup's counters now (after the exit: the last sample taken)."""
@@ -183,7 +181,7 @@ class ContainerExecutor(Executor):
     # -- the end -----------------------------------------------------------
     def _on_exit(self, result: ExitResult) -> ExitResult:
         # The main process is reaped. With our own pid namespace nothing else
-        # of the task is left; otherwise its stragglers die with it here.
+        # of the task is left; otherwise its stragglers die with its cgroup here.
         cgroup = self._cgroup
         if cgroup is not None:
             try:
@@ -191,28 +189,16 @@ class ContainerExecutor(Executor):
                 result = dataclasses.replace(result, oom_killed=cgroup.oom_killed())
             except OSError as exc:
                 log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
-        if self._host_pid_mode:
-            self._kill_process_group()
-        self._teardown()
+        self._teardown()  # destroying the cgroup kills any straggler
         return result
 
     def _kill_all(self) -> None:
         proc = self._proc
         if proc is not None:
             # pid 1 of the task's namespace: its death takes every process with it.
-            proc.send_signal(9)
-        if self._host_pid_mode:
-            self._kill_process_group()
+            proc.send_signal(signal.SIGKILL)
         if self._cgroup is not None:
             self._cgroup.kill_all()
-
-    def _kill_process_group(self) -> None:
-        if self._proc is None:
-            return
-        try:
-            os.killpg(self._proc.pid, 9)  # the task called setsid(): its pgid is its pid
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def _teardown(self) -> None:
         """Remove what launch made; safe to call more than once."""
