@@ -28,10 +28,14 @@ def _first(path: str, names: "tuple[str, ...]") -> Optional[str]:
     return None
 
 
-def _missing(path: str, res: Resources, controller: str, names: "tuple[str, ...]") -> ConfigError:
-    return ConfigError("io_weight", res.io_weight,
-                       f"needs {' or '.join(names)} of the '{controller}' cgroup controller, which this "
-                       f"host does not provide in {path} (no CFQ/BFQ/iocost I/O scheduler support)")
+def _weight_file(path: str, res: Resources, controller: str, names: "tuple[str, ...]") -> str:
+    """The weight file present in ``path``; a ConfigError naming the controller when none is."""
+    name = _first(path, names)
+    if name is None:
+        raise ConfigError("io_weight", res.io_weight,
+                          f"needs {' or '.join(names)} of the '{controller}' cgroup controller, which this "
+                          f"host does not provide in {path} (no CFQ/BFQ/iocost I/O scheduler support)")
+    return name
 
 
 def weight_file_v1(path: str) -> Optional[str]:
@@ -41,18 +45,15 @@ def weight_file_v1(path: str) -> Optional[str]:
 
 def check_io_v1(path: str, res: Resources) -> None:
     """Raise ConfigError when io_weight is set and no v1 weight file exists."""
-    if res.io_weight is not None and weight_file_v1(path) is None:
-        raise _missing(path, res, "blkio", _V1_FILES)
+    if res.io_weight is not None:
+        _weight_file(path, res, "blkio", _V1_FILES)
 
 
 def set_io_v1(path: str, res: Resources) -> None:
     """Write the io weight to blkio.weight or blkio.bfq.weight."""
-    if res.io_weight is None:
-        return
-    name = weight_file_v1(path)
-    if name is None:
-        raise _missing(path, res, "blkio", _V1_FILES)
-    write_value(os.path.join(path, name), res.io_weight, "io_weight", res.io_weight)
+    if res.io_weight is not None:
+        name = _weight_file(path, res, "blkio", _V1_FILES)
+        write_value(os.path.join(path, name), res.io_weight, "io_weight", res.io_weight)
 
 
 def weight_file_v2(path: str) -> Optional[str]:
@@ -62,16 +63,13 @@ def weight_file_v2(path: str) -> Optional[str]:
 
 def check_io_v2(path: str, res: Resources) -> None:
     """Raise ConfigError when io_weight is set and no v2 weight file exists."""
-    if res.io_weight is not None and weight_file_v2(path) is None:
-        raise _missing(path, res, "io", _V2_FILES)
+    if res.io_weight is not None:
+        _weight_file(path, res, "io", _V2_FILES)
 
 
 def set_io_v2(path: str, res: Resources) -> None:
     """Write the io weight: io.weight takes "default N", io.bfq.weight a plain N."""
-    if res.io_weight is None:
-        return
-    name = weight_file_v2(path)
-    if name is None:
-        raise _missing(path, res, "io", _V2_FILES)
-    text = f"default {res.io_weight}" if name == "io.weight" else str(res.io_weight)
-    write_value(os.path.join(path, name), text, "io_weight", res.io_weight)
+    if res.io_weight is not None:
+        name = _weight_file(path, res, "io", _V2_FILES)
+        text = f"default {res.io_weight}" if name == "io.weight" else str(res.io_weight)
+        write_value(os.path.join(path, name), text, "io_weight", res.io_weight)
