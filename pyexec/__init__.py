@@ -17,7 +17,7 @@ _EXPORTS = {
     "Mount": "pyexec.config",
     "ProcessState": "pyexec.process",
     "ExitResult": "pyexec.process",
-    "ResourceUsage": "pyexec.process",
+    "ResourceUsage": "pyexec.stats",
     "new_executor": "pyexec.executor",
     "Executor": "pyexec.executor",
     "PyexecError": "pyexec.errors",

@@ -121,10 +121,15 @@ def _format_bytes(value: Optional[int]) -> str:
     return str(value)
 
 
-def stats_line(result, peak_memory: Optional[int]) -> str:
+def _format_seconds(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}s"
+
+
+def stats_line(result) -> str:
     usage = result.usage
-    cpu = f"cpu {usage.cpu_user + usage.cpu_system:.3f}s (user {usage.cpu_user:.3f}s sys {usage.cpu_system:.3f}s)" \
-        if usage else "cpu n/a"
+    cpu = (f"cpu {_format_seconds(usage.cpu.usage_total_s)} (user {_format_seconds(usage.cpu.user_s)} "
+           f"sys {_format_seconds(usage.cpu.system_s)})") if usage else "cpu n/a"
+    peak_memory = usage.memory.max_usage if usage else None
     ended = f"signal {result.signal}" if result.signal else f"exit {result.exit_code}"
     return (f"pyexec: stats: wall {result.finished_at - result.started_at:.3f}s {cpu} "
             f"peak-memory {_format_bytes(peak_memory)} oom {'yes' if result.oom_killed else 'no'} {ended}")
@@ -153,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
             executor.shutdown(grace=0)
         if args.stats:
-            final = executor.final_stats
-            print(stats_line(result, final.memory_max_usage if final else None), file=sys.stderr)
+            print(stats_line(result), file=sys.stderr)
         return result.exit_code
     finally:
         if made_dir is not None:

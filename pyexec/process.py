@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 from . import _shim
+from .stats.usage import CpuUsage, ResourceUsage
 
-__all__ = ["ProcessState", "ResourceUsage", "ExitResult", "TaskProcess", "decode_wait_status"]
+__all__ = ["ProcessState", "ExitResult", "TaskProcess", "decode_wait_status", "rusage_usage"]
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,6 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
-class ResourceUsage:
-    """CPU time the kernel accounted to the task and the children it reaped.
-
-    No max RSS here: the task starts as a copy of the caller before its exec,
-    and the kernel's high-water mark would count that copy. Peak memory comes
-    from the task's cgroup.
-    """
-
-    cpu_user: float     # seconds
-    cpu_system: float   # seconds
-
-
-@dataclass(frozen=True)
 class ExitResult:
     """How the task ended. ``exit_code`` is 128 + ``signal`` when a signal killed it."""
 
@@ -53,11 +41,22 @@ class ExitResult:
     oom_killed: bool
     started_at: float
     finished_at: float
+    #: The last usage sample: the task cgroup's, read after the main process
+    #: exited and before the cgroup was removed; without a cgroup, the CPU
+    #: times the kernel accounted to the task and the children it reaped.
     usage: Optional[ResourceUsage] = None
 
     @property
     def success(self) -> bool:
         return self.exit_code == 0 and self.signal is None
+
+
+def rusage_usage(user_s: float, system_s: float, timestamp: float) -> ResourceUsage:
+    """A ResourceUsage holding only CPU times from wait4()'s rusage. No max RSS:
+    the task starts as a copy of the caller before its exec, and the kernel's
+    high-water mark would count that copy."""
+    return ResourceUsage(cpu=CpuUsage(usage_total_s=user_s + system_s, user_s=user_s, system_s=system_s),
+                         source="rusage", timestamp=timestamp)
 
 
 def decode_wait_status(status: int) -> tuple:
@@ -208,13 +207,13 @@ class TaskProcess:
             usage = None
             try:
                 _, status, rusage = os.wait4(self.pid, 0)
-                usage = ResourceUsage(rusage.ru_utime, rusage.ru_stime)
+                usage = rusage_usage(rusage.ru_utime, rusage.ru_stime, finished_at)
             except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
                 status = 0
             record = self._read_task_exit()
             if record is not None:
                 status = record.status
-                usage = ResourceUsage(record.utime_us / 1e6, record.stime_us / 1e6)
+                usage = rusage_usage(record.utime_us / 1e6, record.stime_us / 1e6, finished_at)
             exit_code, sig = decode_wait_status(status)
             result = ExitResult(exit_code=exit_code, signal=sig, oom_killed=False,
                                 started_at=self.started_at, finished_at=finished_at, usage=usage)

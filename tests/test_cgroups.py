@@ -23,16 +23,17 @@ from typing import Iterator, List
 
 import pytest
 
-from pyexec.cgroups import CgroupStats, V1Manager, V2Manager, detect_mode, new_manager
+from pyexec.cgroups import V1Manager, V2Manager, detect_mode, new_manager
 from pyexec.cgroups.base import cgroup_mounts, parse_keyed
 from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
 from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, swap_max_v2
-from pyexec.cgroups.io import check_io_v1
+from pyexec.cgroups.io import check_io_v1, parse_io_stat_v2, parse_service_bytes_v1
 from pyexec.cgroups.pids import check_pids_v1
 from pyexec.cgroups.v1 import v1_mounts
 from pyexec.cgroups.v2 import unified_root
 from pyexec.config import Resources
 from pyexec.errors import ConfigError
+from pyexec.stats import CpuUsage, MemoryUsage, ResourceUsage
 
 M = 1 << 20
 
@@ -170,7 +171,7 @@ def test_create_applies_every_limit(cg: str) -> None:
         for ctl in ("devices", "freezer", "cpuacct", "blkio"):  # joined without limits
             if ctl in v1_mounts():
                 assert os.path.isdir(p[ctl]), ctl
-        assert m.stats().memory_limit == 64 * M and m.stats().pids_limit == 42
+        assert m.stats().memory.limit == 64 * M and m.stats().pids.limit == 42
     finally:
         m.destroy()
     assert not any(os.path.exists(path) for path in m.paths.values())
@@ -284,18 +285,21 @@ def test_stats_of_a_busy_process(cg: str, procs: List[subprocess.Popen]) -> None
             "while time.time() - t < 0.4: pass\nprint('done', flush=True)\nsys.stdin.readline()\n")
     with V1Manager("busy", Resources(memory="256M", pids=20), parent=cg) as m:
         empty = m.stats()
-        assert empty.pids_current == 0 and empty.oom_events == 0
+        assert empty.pids.current == 0 and empty.memory.oom_kills == 0 and empty.source == "cgroup v1"
         p = gated(procs, code)
         m.add_pid(p.pid)
         release(p)
         assert p.stdout is not None and p.stdout.readline() == b"done\n"
         s = m.stats()
-        assert isinstance(s, CgroupStats)
-        assert s.pids_current == 1 and s.pids_limit == 20
-        assert s.memory_usage >= 20 * M and s.memory_rss >= 20 * M and s.memory_max_usage >= s.memory_usage
-        assert s.memory_limit == 256 * M
-        assert s.cpu_usage_ns >= 200_000_000 and s.cpu_user_ns > 0 and s.cpu_system_ns is not None
-        assert s.cpu_throttled_periods == 0
+        assert isinstance(s, ResourceUsage)
+        assert s.pids.current == 1 and s.pids.limit == 20
+        assert s.memory.usage >= 20 * M and s.memory.rss >= 20 * M and s.memory.max_usage >= s.memory.usage
+        assert s.memory.limit == 256 * M and s.memory.kernel is not None and s.memory.mapped_file is not None
+        assert s.cpu.usage_total_s >= 0.2 and s.cpu.user_s > 0 and s.cpu.system_s is not None
+        assert s.cpu.throttled_periods == 0 and s.cpu.throttled_time_s == 0
+        # one core busy for 0.4 s of the (longer) interval since the empty sample
+        assert s.cpu.percent is not None and 5 < s.cpu.percent <= 110, s.cpu
+        assert s.io.read_bytes is not None and s.io.write_bytes is not None
         assert abs(s.timestamp - time.time()) < 5
         assert not m.oom_killed()
 
@@ -314,7 +318,7 @@ def test_oom_kill_is_detected(cg: str, procs: List[subprocess.Popen]) -> None:
         release(p)
         assert p.wait(timeout=30) == -signal.SIGKILL
         assert m.oom_killed()
-        assert m.stats().oom_events >= 1
+        assert m.stats().memory.oom_kills >= 1
 
 
 # Forks children that sleep, forever, and keeps trying when fork fails (EAGAIN
@@ -364,13 +368,13 @@ def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen]) -> N
         p = gated(procs, FORK_LOOP)
         m.add_pid(p.pid)
         release(p)
-        assert wait_for(lambda: m.stats().pids_current >= 40), m.stats()
+        assert wait_for(lambda: m.stats().pids.current >= 40), m.stats()
         m.kill_all(timeout=10)
         assert m.pids() == []  # no live process left (zombies are not members)
         assert p.wait(timeout=5) == -signal.SIGKILL
         reaper.reap()
         # pids.current counts a task until it is reaped, hence only now 0.
-        assert wait_for(lambda: m.stats().pids_current == 0), m.stats()
+        assert wait_for(lambda: m.stats().pids.current == 0), m.stats()
 
 
 @needs_v1
@@ -398,7 +402,7 @@ def test_update_changes_limits_live(cg: str, procs: List[subprocess.Popen]) -> N
         assert int(read(f"{m.paths['memory']}/memory.limit_in_bytes")) == 128 * M
         assert read(f"{m.paths['pids']}/pids.max") == "20"
         assert read(f"{m.paths['cpu']}/cpu.shares") == "256"  # untouched
-        assert m.stats().memory_limit == 128 * M and m.stats().pids_limit == 20
+        assert m.stats().memory.limit == 128 * M and m.stats().pids.limit == 20
         with pytest.raises(ConfigError) as err:
             m.update(Resources(cpuset_cpus="63"))  # not a subset of the parent's cpus
         assert err.value.field == "cpuset_cpus"
@@ -472,7 +476,7 @@ def test_v2_stat_parsing(tmp_path) -> None:
     (tmp_path / "memory.max").write_text("max\n")
     (tmp_path / "memory.swap.current").write_text("0\n")
     (tmp_path / "memory.stat").write_text(
-        "anon 41943040\nfile 8388608\nkernel 1048576\nkernel_stack 65536\npgfault 12345\n"
+        "anon 41943040\nfile 8388608\nkernel 1048576\nkernel_stack 65536\nfile_mapped 4096\npgfault 12345\n"
         "workingset_refault_anon 0\n")
     (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 17\noom 2\noom_kill 2\noom_group_kill 1\n")
     (tmp_path / "cpu.stat").write_text(
@@ -480,21 +484,20 @@ def test_v2_stat_parsing(tmp_path) -> None:
         "core_sched.force_idle_usec 0\nnr_periods 40\nnr_throttled 7\nthrottled_usec 350000\n"
         "nr_bursts 0\nburst_usec 0\n")
     mem = stat_memory_v2(str(tmp_path))
-    assert mem == {"memory_usage": 52428800, "memory_max_usage": 60000000, "memory_limit": None,
-                   "swap_usage": 0, "memory_cache": 8388608, "memory_rss": 41943040, "oom_events": 2}
+    assert mem == MemoryUsage(usage=52428800, rss=41943040, cache=8388608, swap=0, mapped_file=4096,
+                              kernel=1048576, max_usage=60000000, limit=None, oom_kills=2)
     assert oom_kills_v2(str(tmp_path)) == 2
     cpu = stat_cpu_v2(str(tmp_path))
-    assert cpu == {"cpu_usage_ns": 1_500_000_000, "cpu_user_ns": 1_000_000_000,
-                   "cpu_system_ns": 500_000_000, "cpu_throttled_periods": 7,
-                   "cpu_throttled_ns": 350_000_000}
+    assert cpu == CpuUsage(usage_total_s=1.5, user_s=1.0, system_s=0.5, percent=None,
+                           throttled_periods=7, throttled_time_s=0.35)
     # No cpu controller: cpu.stat has only the core keys -> throttling is None, not 0.
     core = stat_cpu_text_v2(parse_keyed("usage_usec 10\nuser_usec 6\nsystem_usec 4\n"))
-    assert core["cpu_throttled_periods"] is None and core["cpu_usage_ns"] == 10_000
+    assert core.throttled_periods is None and core.usage_total_s == 0.00001
     # memory.peak (5.19+) missing and a limit set:
     (tmp_path / "memory.peak").unlink()
     (tmp_path / "memory.max").write_text("33554432\n")
     mem = stat_memory_v2(str(tmp_path))
-    assert mem["memory_max_usage"] is None and mem["memory_limit"] == 32 * M
+    assert mem.max_usage is None and mem.limit == 32 * M
 
 
 # --------------------------------------------------------------------------- v2 on the kernel
@@ -528,7 +531,7 @@ def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen])
             assert p.stdout is not None and p.stdout.readline() == b"done\n"
             assert m.pids() == [p.pid]
             s = m.stats()
-            assert s.cpu_usage_ns is not None and s.cpu_usage_ns >= 100_000_000
+            assert s.cpu.usage_total_s is not None and s.cpu.usage_total_s >= 0.1
             m.kill_all()
             assert m.pids() == [] and p.wait(timeout=5) == -signal.SIGKILL
         assert cg not in read("/proc/self/cgroup")
@@ -581,12 +584,12 @@ def test_v2_limits_oom_and_kill_on_the_kernel(cg: str, procs: List[subprocess.Po
         m.add_pid(p.pid)
         release(p)
         assert p.wait(timeout=30) == -signal.SIGKILL
-        assert m.oom_killed() and m.stats().oom_events >= 1
+        assert m.oom_killed() and m.stats().memory.oom_kills >= 1
         with _Subreaper() as reaper:
             f = gated(procs, FORK_LOOP)
             m.add_pid(f.pid)
             release(f)
-            assert wait_for(lambda: (m.stats().pids_current or 0) >= 40)
+            assert wait_for(lambda: (m.stats().pids.current or 0) >= 40)
             m.kill_all(timeout=10)
             assert m.pids() == [] and f.wait(timeout=5) == -signal.SIGKILL
             reaper.reap()

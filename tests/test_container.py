@@ -236,7 +236,9 @@ def test_usage_is_accounted(run):
     result, _, _ = run(sh("i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"))
     assert result.exit_code == 0 and result.oom_killed is False
     assert result.usage is not None
-    assert result.usage.cpu_user + result.usage.cpu_system > 0.01
+    assert result.usage.source.startswith("cgroup")
+    assert result.usage.cpu.usage_total_s > 0.01
+    assert abs(result.usage.cpu.user_s + result.usage.cpu.system_s - result.usage.cpu.usage_total_s) < 0.05
 
 
 def test_concurrent_launches_from_many_threads(tmp_path):

@@ -2,13 +2,13 @@
 
 This package owns everything under /sys/fs/cgroup that pyexec touches:
 detecting the host's cgroup layout (``detect_mode``), picking the backend
-(``new_manager``), and the ``CgroupManager`` / ``CgroupStats`` interface the
-executor uses::
+(``new_manager``), and the ``CgroupManager`` interface the executor uses
+(samples are ``pyexec.stats.ResourceUsage``)::
 
     with new_manager("task-1", Resources(memory="64M", pids=100)) as m:
         m.add_pid(pid)
         ...
-        print(m.stats().memory_usage, m.oom_killed())
+        print(m.stats().memory.usage, m.oom_killed())
 
 Backends: ``v1.V1Manager`` (v1 and hybrid hosts; one directory per
 hierarchy) and ``v2.V2Manager`` (unified hierarchy). Controller specifics are
@@ -20,11 +20,11 @@ import errno
 import functools
 
 from ..config import Resources
-from .base import CgroupManager, CgroupStats, cgroup_mounts
+from .base import CgroupManager, cgroup_mounts
 from .v1 import V1Manager
 from .v2 import V2Manager, unified_root
 
-__all__ = ["detect_mode", "new_manager", "CgroupManager", "CgroupStats", "V1Manager", "V2Manager"]
+__all__ = ["detect_mode", "new_manager", "CgroupManager", "V1Manager", "V2Manager"]
 
 
 # A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.

@@ -2,10 +2,10 @@
 
 This module owns:
 
-* ``CgroupStats`` -- the one stats record both backends fill in;
 * ``CgroupManager`` -- the interface the executor calls, plus the logic that is
-  the same on v1 and v2 (name checks, the context manager, pid listing,
-  removing a cgroup tree with EBUSY retries);
+  the same on v1 and v2 (name checks, the context manager, pid listing, the
+  parts of a stats sample that need the previous one -- cpu percent and peak
+  memory --, removing a cgroup tree with EBUSY retries);
 * the small file helpers every controller module uses (read an int, parse a
   flat-keyed file like ``memory.stat``, write a limit and turn the kernel's
   refusal into a ``ConfigError``, require that a control file exists);
@@ -23,14 +23,14 @@ import os
 import re
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
+from ..stats.usage import ResourceUsage
 
 __all__ = [
-    "CgroupStats", "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
+    "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
     "read_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
     "write_value", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
 ]
@@ -55,55 +55,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 # errnos with which the kernel refuses a *value* (as opposed to refusing us).
 _VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW, errno.ENOSPC})
-
-
-@dataclass(frozen=True)
-class CgroupStats:
-    """A snapshot of a task cgroup's usage. Same fields on v1 and v2.
-
-    A field the host cannot provide (controller not mounted/enabled, kernel too
-    old, swap accounting off) is ``None``; nothing is estimated.
-    """
-
-    #: Current memory usage in bytes (v1 memory.usage_in_bytes, v2 memory.current).
-    memory_usage: Optional[int] = None
-    #: Peak memory usage in bytes since creation (v1 memory.max_usage_in_bytes;
-    #: v2 memory.peak, since kernel 5.19 -- None before).
-    memory_max_usage: Optional[int] = None
-    #: Hard memory limit in bytes; None = unlimited (or no memory controller).
-    memory_limit: Optional[int] = None
-    #: Swap in use, bytes (v1 memory.stat total_swap, needs swap accounting;
-    #: v2 memory.swap.current, needs CONFIG_MEMCG_SWAP). None when not accounted.
-    swap_usage: Optional[int] = None
-    #: Page cache, bytes (v1 memory.stat total_cache, v2 memory.stat file).
-    memory_cache: Optional[int] = None
-    #: Anonymous memory, bytes (v1 memory.stat total_rss, v2 memory.stat anon).
-    memory_rss: Optional[int] = None
-    #: Number of processes the OOM killer killed in the cgroup (v1
-    #: memory.oom_control oom_kill, since kernel 4.13; v2 memory.events
-    #: oom_kill, since kernel 4.13).
-    oom_events: Optional[int] = None
-    #: Total CPU time consumed, nanoseconds (v1 cpuacct.usage; v2 cpu.stat
-    #: usage_usec x 1000, so microsecond resolution).
-    cpu_usage_ns: Optional[int] = None
-    #: User CPU time, nanoseconds (v1 cpuacct.usage_user where the kernel has
-    #: it, else cpuacct.stat converted from USER_HZ ticks; v2 cpu.stat
-    #: user_usec x 1000).
-    cpu_user_ns: Optional[int] = None
-    #: System CPU time, nanoseconds (as cpu_user_ns, with usage_sys/system_usec).
-    cpu_system_ns: Optional[int] = None
-    #: Number of CFS periods in which the cgroup was throttled (cpu.stat
-    #: nr_throttled; on v2 only while the cpu controller is enabled).
-    cpu_throttled_periods: Optional[int] = None
-    #: Total time throttled, nanoseconds (v1 cpu.stat throttled_time; v2 cpu.stat
-    #: throttled_usec x 1000, cpu controller enabled).
-    cpu_throttled_ns: Optional[int] = None
-    #: Number of tasks (threads count) in the cgroup (pids.current).
-    pids_current: Optional[int] = None
-    #: pids.max; None = "max" (no limit) or no pids controller.
-    pids_limit: Optional[int] = None
-    #: When the snapshot was taken, seconds since the epoch (time.time()).
-    timestamp: float = field(default_factory=time.time)
 
 
 # --------------------------------------------------------------------------- files
@@ -357,6 +308,9 @@ class CgroupManager(abc.ABC):
         # cgroup it may SIGKILL wholesale.
         self._owner_pid = os.getpid()
         self._oom_baseline = 0
+        # For cpu percent (since the previous sample) and the peak fallback.
+        self._previous_cpu: Optional[Tuple[float, float]] = None  # (monotonic, usage_total_s)
+        self._highest_usage: Optional[int] = None
 
     # -- abstract API ---------------------------------------------------------
     @property
@@ -373,8 +327,8 @@ class CgroupManager(abc.ABC):
         """Change limits of the live cgroup (None fields stay as they are)."""
 
     @abc.abstractmethod
-    def stats(self) -> CgroupStats:
-        """A usage snapshot."""
+    def _sample(self) -> ResourceUsage:
+        """Read the cgroup's counters (cpu.percent left None)."""
 
     @abc.abstractmethod
     def _oom_kill_count(self) -> Optional[int]:
@@ -412,6 +366,32 @@ class CgroupManager(abc.ABC):
     def pids(self) -> List[int]:
         """Sorted pids of every process in the cgroup (and any sub-cgroup)."""
         return tree_pids(d for d in self._dirs() if os.path.isdir(d))
+
+    def _started(self) -> None:
+        """Called by create(): the cpu-percent interval of the first sample starts now."""
+        self._previous_cpu = (time.monotonic(), 0.0)
+        self._highest_usage = None
+
+    def stats(self) -> ResourceUsage:
+        """A usage sample. ``cpu.percent`` covers the time since the previous
+        sample (the first: since create()); ``memory.max_usage`` falls back to
+        the highest usage sampled when the kernel keeps no peak (v2 before 5.19)."""
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
+        now = time.monotonic()
+        sample = self._sample()
+        cpu, memory = sample.cpu, sample.memory
+        if cpu.usage_total_s is not None and self._previous_cpu is not None:
+            then, used = self._previous_cpu
+            if now > then:
+                cpu = dataclasses.replace(cpu, percent=max(0.0, (cpu.usage_total_s - used) / (now - then) * 100.0))
+        if cpu.usage_total_s is not None:
+            self._previous_cpu = (now, cpu.usage_total_s)
+        if memory.usage is not None:
+            self._highest_usage = max(self._highest_usage or 0, memory.usage)
+            if memory.max_usage is None:
+                memory = dataclasses.replace(memory, max_usage=self._highest_usage)
+        return dataclasses.replace(sample, cpu=cpu, memory=memory, timestamp=time.time())
 
     def oom_killed(self) -> bool:
         """True when the OOM killer killed a process in this cgroup since create()."""

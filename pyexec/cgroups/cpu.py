@@ -14,6 +14,7 @@ import os
 from typing import Dict, Optional
 
 from ..config import Resources
+from ..stats.usage import CpuUsage
 from .base import read_int, read_keyed, require_file, write_value
 
 __all__ = [
@@ -59,29 +60,30 @@ def set_cpu_v1(path: str, res: Resources) -> None:
         write_value(os.path.join(path, "cpu.cfs_quota_us"), cpu_quota_us(res.cpus), "cpus", res.cpus)
 
 
-def _ticks_to_ns(ticks: Optional[int]) -> Optional[int]:
-    if ticks is None:
-        return None
-    return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+def _seconds(value: Optional[int], per_second: int) -> Optional[float]:
+    return None if value is None else value / per_second
 
 
-def stat_cpu_v1(cpu_path: Optional[str], cpuacct_path: Optional[str]) -> Dict[str, Optional[int]]:
-    """CgroupStats cpu fields from the v1 cpu and cpuacct cgroups (either may be None)."""
-    out: Dict[str, Optional[int]] = {}
+def stat_cpu_v1(cpu_path: Optional[str], cpuacct_path: Optional[str]) -> CpuUsage:
+    """CPU usage from the v1 cpu and cpuacct cgroups (either may be None);
+    ``percent`` is left to the manager, which knows the previous sample."""
+    total = user = system = None
+    throttled_periods = throttled_ns = None
     if cpuacct_path is not None and os.path.isdir(cpuacct_path):
-        out["cpu_usage_ns"] = read_int(os.path.join(cpuacct_path, "cpuacct.usage"))
-        user = read_int(os.path.join(cpuacct_path, "cpuacct.usage_user"))
-        system = read_int(os.path.join(cpuacct_path, "cpuacct.usage_sys"))
+        total = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage")), 1_000_000_000)
+        user = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage_user")), 1_000_000_000)
+        system = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage_sys")), 1_000_000_000)
         if user is None or system is None:
             ticks = read_keyed(os.path.join(cpuacct_path, "cpuacct.stat")) or {}
-            user, system = _ticks_to_ns(ticks.get("user")), _ticks_to_ns(ticks.get("system"))
-        out["cpu_user_ns"] = user
-        out["cpu_system_ns"] = system
+            hz = os.sysconf("SC_CLK_TCK")
+            user, system = _seconds(ticks.get("user"), hz), _seconds(ticks.get("system"), hz)
     if cpu_path is not None and os.path.isdir(cpu_path):
         stat = read_keyed(os.path.join(cpu_path, "cpu.stat")) or {}
-        out["cpu_throttled_periods"] = stat.get("nr_throttled")
-        out["cpu_throttled_ns"] = stat.get("throttled_time")
-    return out
+        throttled_periods = stat.get("nr_throttled")
+        throttled_ns = stat.get("throttled_time")
+    return CpuUsage(usage_total_s=total, user_s=user, system_s=system,
+                    throttled_periods=throttled_periods,
+                    throttled_time_s=_seconds(throttled_ns, 1_000_000_000))
 
 
 # --------------------------------------------------------------------------- v2
@@ -109,23 +111,18 @@ def set_cpu_v2(path: str, res: Resources) -> None:
         write_value(os.path.join(path, "cpu.max"), cpu_max_v2(res.cpus), "cpus", res.cpus)
 
 
-def stat_cpu_text_v2(stat: Dict[str, int]) -> Dict[str, Optional[int]]:
-    """CgroupStats cpu fields from parsed v2 cpu.stat (µs converted to ns)."""
+def stat_cpu_text_v2(stat: Dict[str, int]) -> CpuUsage:
+    """CPU usage from parsed v2 cpu.stat (microseconds); ``percent`` is the manager's."""
 
-    def ns(key: str) -> Optional[int]:
-        value = stat.get(key)
-        return None if value is None else value * 1000
+    def seconds(key: str) -> Optional[float]:
+        return _seconds(stat.get(key), 1_000_000)
 
-    return {
-        "cpu_usage_ns": ns("usage_usec"),
-        "cpu_user_ns": ns("user_usec"),
-        "cpu_system_ns": ns("system_usec"),
-        "cpu_throttled_periods": stat.get("nr_throttled"),
-        "cpu_throttled_ns": ns("throttled_usec"),
-    }
+    return CpuUsage(usage_total_s=seconds("usage_usec"), user_s=seconds("user_usec"),
+                    system_s=seconds("system_usec"), throttled_periods=stat.get("nr_throttled"),
+                    throttled_time_s=seconds("throttled_usec"))
 
 
-def stat_cpu_v2(path: str) -> Dict[str, Optional[int]]:
-    """CgroupStats cpu fields of a v2 cgroup (cpu.stat is a core file, always there)."""
+def stat_cpu_v2(path: str) -> CpuUsage:
+    """CPU usage of a v2 cgroup (cpu.stat is a core file, always there)."""
     stat = read_keyed(os.path.join(path, "cpu.stat"))
-    return {} if stat is None else stat_cpu_text_v2(stat)
+    return CpuUsage() if stat is None else stat_cpu_text_v2(stat)

@@ -3,8 +3,11 @@
 v1: blkio.weight (CFQ, kernels before 5.0) or blkio.bfq.weight (BFQ), a plain
 number. v2: io.weight ("default N", needs blk-iocost or CFQ) or io.bfq.weight
 (BFQ). Which one exists depends on the kernel's I/O schedulers, so the file
-is chosen at run time and a host with neither gets a ConfigError. There are no
-io fields in CgroupStats, hence no stat_* functions.
+is chosen at run time and a host with neither gets a ConfigError.
+
+Stats (bytes that reached a block device): v1 blkio.throttle.io_service_bytes_recursive
+("MAJ:MIN Read N" lines; the throttle files count every bio whatever the
+scheduler), v2 io.stat ("MAJ:MIN rbytes=N wbytes=N ...", io controller enabled).
 """
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Optional
 
 from ..config import Resources
 from ..errors import ConfigError
-from .base import write_value
+from ..stats.usage import IoUsage
+from .base import read_text, write_value
 
-__all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "weight_file_v2", "check_io_v2", "set_io_v2"]
+__all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "stat_io_v1", "parse_service_bytes_v1",
+           "weight_file_v2", "check_io_v2", "set_io_v2", "stat_io_v2", "parse_io_stat_v2"]
 
 _V1_FILES = ("blkio.weight", "blkio.bfq.weight")
 _V2_FILES = ("io.weight", "io.bfq.weight")
@@ -54,6 +59,52 @@ def set_io_v1(path: str, res: Resources) -> None:
     if res.io_weight is not None:
         name = _weight_file(path, res, "blkio", _V1_FILES)
         write_value(os.path.join(path, name), res.io_weight, "io_weight", res.io_weight)
+
+
+def parse_service_bytes_v1(text: str) -> IoUsage:
+    """Sum the Read and Write lines of every device (the "Total" line is skipped)."""
+    read = write = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in ("Read", "Write") and parts[2].isdigit():
+            if parts[1] == "Read":
+                read += int(parts[2])
+            else:
+                write += int(parts[2])
+    return IoUsage(read_bytes=read, write_bytes=write)
+
+
+def stat_io_v1(path: Optional[str]) -> IoUsage:
+    """Block I/O of a v1 blkio cgroup and its descendants; all None without one."""
+    if path is None:
+        return IoUsage()
+    for name in ("blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_service_bytes"):
+        try:
+            return parse_service_bytes_v1(read_text(os.path.join(path, name)))
+        except FileNotFoundError:
+            continue
+    return IoUsage()
+
+
+def parse_io_stat_v2(text: str) -> IoUsage:
+    """Sum rbytes and wbytes over the devices of a v2 io.stat."""
+    read = write = 0
+    for line in text.splitlines():
+        for item in line.split()[1:]:
+            key, _, value = item.partition("=")
+            if key == "rbytes":
+                read += int(value)
+            elif key == "wbytes":
+                write += int(value)
+    return IoUsage(read_bytes=read, write_bytes=write)
+
+
+def stat_io_v2(path: str) -> IoUsage:
+    """Block I/O of a v2 cgroup (hierarchical); all None without the io controller."""
+    try:
+        return parse_io_stat_v2(read_text(os.path.join(path, "io.stat")))
+    except FileNotFoundError:
+        return IoUsage()
 
 
 def weight_file_v2(path: str) -> Optional[str]:

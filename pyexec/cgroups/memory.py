@@ -14,7 +14,8 @@ from typing import Dict, Optional
 
 from ..config import Resources
 from ..errors import ConfigError
-from .base import read_int, read_int_or_max, read_keyed, read_text, require_file, write_value
+from ..stats.usage import MemoryUsage
+from .base import read_int, read_int_or_max, read_keyed, require_file, write_value
 
 __all__ = [
     "check_memory_v1", "set_memory_v1", "stat_memory_v1", "oom_kills_v1",
@@ -85,10 +86,10 @@ def oom_kills_v1(path: str) -> Optional[int]:
     return None if control is None else control.get("oom_kill")
 
 
-def stat_memory_v1(path: Optional[str]) -> Dict[str, Optional[int]]:
-    """CgroupStats memory fields from a v1 memory cgroup (empty without one)."""
+def stat_memory_v1(path: Optional[str]) -> MemoryUsage:
+    """Memory usage of a v1 memory cgroup (all None without one)."""
     if path is None or not os.path.isdir(path):
-        return {}
+        return MemoryUsage()
     stat = read_keyed(os.path.join(path, "memory.stat")) or {}
     limit = read_int(os.path.join(path, "memory.limit_in_bytes"))
 
@@ -96,15 +97,17 @@ def stat_memory_v1(path: Optional[str]) -> Dict[str, Optional[int]]:
         # total_* include descendants; plain names are this cgroup only.
         return stat.get("total_" + name, stat.get(name))
 
-    return {
-        "memory_usage": read_int(os.path.join(path, "memory.usage_in_bytes")),
-        "memory_max_usage": read_int(os.path.join(path, "memory.max_usage_in_bytes")),
-        "memory_limit": None if limit is None or limit >= _V1_UNLIMITED else limit,
-        "swap_usage": pick("swap"),  # only listed when swap is accounted
-        "memory_cache": pick("cache"),
-        "memory_rss": pick("rss"),
-        "oom_events": oom_kills_v1(path),
-    }
+    return MemoryUsage(
+        usage=read_int(os.path.join(path, "memory.usage_in_bytes")),
+        rss=pick("rss"),
+        cache=pick("cache"),
+        swap=pick("swap"),  # only listed when swap is accounted
+        mapped_file=pick("mapped_file"),
+        kernel=read_int(os.path.join(path, "memory.kmem.usage_in_bytes")),
+        max_usage=read_int(os.path.join(path, "memory.max_usage_in_bytes")),
+        limit=None if limit is None or limit >= _V1_UNLIMITED else limit,
+        oom_kills=oom_kills_v1(path),
+    )
 
 
 # --------------------------------------------------------------------------- v2
@@ -164,22 +167,30 @@ def oom_kills_v2(path: str) -> Optional[int]:
     return None if events is None else events.get("oom_kill")
 
 
-def stat_memory_v2(path: str) -> Dict[str, Optional[int]]:
-    """CgroupStats memory fields of a v2 cgroup (all None without the memory controller)."""
+# Before kernel 5.18 memory.stat has no "kernel" line; these are its parts.
+_V2_KERNEL_PARTS = ("kernel_stack", "pagetables", "percpu", "sock", "slab")
+
+
+def _kernel_v2(stat: Dict[str, int]) -> Optional[int]:
+    if "kernel" in stat:
+        return stat["kernel"]
+    parts = [stat[k] for k in _V2_KERNEL_PARTS if k in stat]
+    return sum(parts) if parts else None
+
+
+def stat_memory_v2(path: str) -> MemoryUsage:
+    """Memory usage of a v2 cgroup (all None without the memory controller)."""
     if not os.path.exists(os.path.join(path, "memory.current")):
-        return {}
+        return MemoryUsage()
     stat = read_keyed(os.path.join(path, "memory.stat")) or {}
-    try:
-        limit_text = read_text(os.path.join(path, "memory.max"))
-        limit: Optional[int] = None if limit_text == "max" else int(limit_text)
-    except FileNotFoundError:
-        limit = None
-    return {
-        "memory_usage": read_int(os.path.join(path, "memory.current")),
-        "memory_max_usage": read_int(os.path.join(path, "memory.peak")),
-        "memory_limit": limit,
-        "swap_usage": read_int(os.path.join(path, "memory.swap.current")),
-        "memory_cache": stat.get("file"),
-        "memory_rss": stat.get("anon"),
-        "oom_events": oom_kills_v2(path),
-    }
+    return MemoryUsage(
+        usage=read_int(os.path.join(path, "memory.current")),
+        rss=stat.get("anon"),
+        cache=stat.get("file"),
+        swap=read_int(os.path.join(path, "memory.swap.current")),
+        mapped_file=stat.get("file_mapped"),
+        kernel=_kernel_v2(stat),
+        max_usage=read_int(os.path.join(path, "memory.peak")),
+        limit=_current_max_v2(path),
+        oom_kills=oom_kills_v2(path),
+    )

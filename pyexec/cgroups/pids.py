@@ -6,9 +6,10 @@ The files are the same on v1 and v2 (pids.max, pids.current); the *_v1 and
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 from ..config import Resources
+from ..stats.usage import PidsUsage
 from .base import read_int, read_int_or_max, require_file, write_value
 
 __all__ = ["check_pids_v1", "set_pids_v1", "stat_pids_v1", "check_pids_v2", "set_pids_v2", "stat_pids_v2"]
@@ -26,14 +27,12 @@ def set_pids(path: str, res: Resources) -> None:
         write_value(os.path.join(path, "pids.max"), res.pids, "pids", res.pids)
 
 
-def stat_pids(path: Optional[str]) -> Dict[str, Optional[int]]:
-    """pids_current and pids_limit (None = "max") of a cgroup; empty without one."""
+def stat_pids(path: Optional[str]) -> PidsUsage:
+    """pids.current and pids.max (None = "max") of a cgroup; all None without one."""
     if path is None or not os.path.exists(os.path.join(path, "pids.current")):
-        return {}
-    return {
-        "pids_current": read_int(os.path.join(path, "pids.current")),
-        "pids_limit": read_int_or_max(os.path.join(path, "pids.max")),
-    }
+        return PidsUsage()
+    return PidsUsage(current=read_int(os.path.join(path, "pids.current")),
+                     limit=read_int_or_max(os.path.join(path, "pids.max")))
 
 
 check_pids_v1 = check_pids_v2 = check_pids

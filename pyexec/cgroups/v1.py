@@ -19,14 +19,15 @@ from typing import Dict, List, Mapping, Optional
 
 from ..config import Resources
 from ..errors import ConfigError
+from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, undo_created,
-    CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
+    CgroupManager, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
-from .io import check_io_v1, set_io_v1
+from .io import check_io_v1, set_io_v1, stat_io_v1
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
 from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
 
@@ -150,6 +151,7 @@ class V1Manager(CgroupManager):
             self._apply(self.resources)
             memory = self._paths.get("memory")
             self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
+            self._started()
         except BaseException:
             undo_created(created)
             raise
@@ -187,16 +189,12 @@ class V1Manager(CgroupManager):
         freeze_kill_thaw(state, "FROZEN", "THAWED", lambda: read_text(state) == "FROZEN", self.pids, deadline)
 
     # -- reading -----------------------------------------------------------------------
-    def stats(self) -> CgroupStats:
-        """Usage of the cgroup; fields of unmounted controllers are None."""
-        if not self.exists():
-            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
+    def _sample(self) -> ResourceUsage:
         p = self._paths
-        values: Dict[str, Optional[int]] = {}
-        values.update(stat_memory_v1(p.get("memory")))
-        values.update(stat_cpu_v1(p.get("cpu"), p.get("cpuacct")))
-        values.update(stat_pids_v1(p.get("pids")))
-        return CgroupStats(**values)
+        return ResourceUsage(memory=stat_memory_v1(p.get("memory")),
+                             cpu=stat_cpu_v1(p.get("cpu"), p.get("cpuacct")),
+                             pids=stat_pids_v1(p.get("pids")), io=stat_io_v1(p.get("blkio")),
+                             source="cgroup v1")
 
     def _oom_kill_count(self) -> Optional[int]:
         memory = self._paths.get("memory")

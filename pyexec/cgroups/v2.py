@@ -25,14 +25,15 @@ from typing import Dict, List, Optional, Set
 
 from ..config import Resources
 from ..errors import ConfigError
+from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, undo_created,
-    CgroupManager, CgroupStats, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
+    CgroupManager, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
     read_text, remove_empty_parents,
 )
 from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
-from .io import check_io_v2, set_io_v2
+from .io import check_io_v2, set_io_v2, stat_io_v2
 from .memory import check_memory_v2, enable_oom_group_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
 
@@ -41,7 +42,7 @@ __all__ = ["V2Manager", "unified_root", "STATS_CONTROLLERS"]
 log = logging.getLogger(__name__)
 
 #: Controllers enabled whenever available, so stats work without limits.
-STATS_CONTROLLERS = ("memory", "cpu", "pids")
+STATS_CONTROLLERS = ("memory", "cpu", "pids", "io")
 
 
 
@@ -159,6 +160,7 @@ class V2Manager(CgroupManager):
             enable_oom_group_v2(self.path)
             self._apply(self.resources)
             self._oom_baseline = oom_kills_v2(self.path) or 0
+            self._started()
         except BaseException:
             undo_created(created)
             raise
@@ -212,15 +214,9 @@ class V2Manager(CgroupManager):
                          self.pids, deadline)
 
     # -- reading -------------------------------------------------------------------------
-    def stats(self) -> CgroupStats:
-        """Usage of the cgroup; fields of controllers not enabled are None."""
-        if not self.exists():
-            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.path} does not exist")
-        values: Dict[str, Optional[int]] = {}
-        values.update(stat_memory_v2(self.path))
-        values.update(stat_cpu_v2(self.path))
-        values.update(stat_pids_v2(self.path))
-        return CgroupStats(**values)
+    def _sample(self) -> ResourceUsage:
+        return ResourceUsage(memory=stat_memory_v2(self.path), cpu=stat_cpu_v2(self.path),
+                             pids=stat_pids_v2(self.path), io=stat_io_v2(self.path), source="cgroup v2")
 
     def _oom_kill_count(self) -> Optional[int]:
         if not os.path.isdir(self.path):

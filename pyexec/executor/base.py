@@ -9,15 +9,17 @@ starts and how all of its processes are killed.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import os
 import signal as _signal
 import threading
-from typing import List, Optional, Tuple
+from typing import AsyncIterator, Iterator, List, Optional, Tuple
 
 from ..config import ExecCommand
-from ..errors import ConfigError, PyexecError
+from ..errors import ConfigError, PyexecError, TaskExitedError
 from ..process import ExitResult, ProcessState, TaskProcess
+from ..stats.usage import ResourceUsage
 
 __all__ = ["Executor", "StdioFiles"]
 
@@ -62,6 +64,62 @@ class Executor(abc.ABC):
     async def wait_async(self) -> ExitResult:
         return await self._running().wait_async()
 
+    def stats(self) -> ResourceUsage:
+        """A usage sample of the whole task now; once it has exited, its last
+        sample (``ExitResult.usage``)."""
+        proc = self._running()
+        if proc.result is None:
+            try:
+                return self._sample()
+            except (FileNotFoundError, TaskExitedError) as exc:
+                # The exit won the race and took the cgroup along; its final
+                # sample is in the result (the reap holds it until then).
+                try:
+                    proc.wait(1.0)
+                except TimeoutError:
+                    raise exc from None
+        usage = proc.wait().usage
+        if usage is None:
+            raise TaskExitedError("the task has exited and left no usage sample")
+        return usage
+
+    def stats_stream(self, interval: float = 1.0) -> Iterator[ResourceUsage]:
+        """Yield a sample every ``interval`` seconds while the task runs, then its
+        final sample, then stop. ``cpu.percent`` of each covers the interval."""
+        _check_interval(interval)
+        proc = self._running()
+        while proc.result is None:
+            sample = self.stats()
+            if proc.result is not None:
+                break
+            yield sample
+            try:
+                proc.wait(interval)
+            except TimeoutError:
+                continue
+        final = proc.wait().usage
+        if final is not None:
+            yield final
+
+    async def stats_stream_async(self, interval: float = 1.0) -> AsyncIterator[ResourceUsage]:
+        """``stats_stream`` for asyncio: the wait between samples does not block the loop."""
+        _check_interval(interval)
+        proc = self._running()
+        exited = asyncio.ensure_future(proc.wait_async())
+        try:
+            while not exited.done():
+                sample = self.stats()
+                if proc.result is not None:
+                    break
+                yield sample
+                await asyncio.wait([exited], timeout=interval)
+            final = (await exited).usage
+        finally:
+            if not exited.done():
+                exited.cancel()
+        if final is not None:
+            yield final
+
     def signal(self, sig: int) -> bool:
         """Send ``sig`` to the task's main process; False if the task has exited."""
         return self._running().send_signal(int(sig))
@@ -104,8 +162,17 @@ class Executor(abc.ABC):
         """Start the task and return its process; clean up everything on failure."""
 
     @abc.abstractmethod
+    def _sample(self) -> ResourceUsage:
+        """A usage sample of the running task."""
+
+    @abc.abstractmethod
     def _kill_all(self) -> None:
         """SIGKILL every process of the task (the main one last is fine)."""
+
+
+def _check_interval(interval: float) -> None:
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+        raise ConfigError("interval", interval, "is not a positive number of seconds")
 
 
 class StdioFiles:

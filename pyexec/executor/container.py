@@ -17,12 +17,13 @@ import uuid
 from typing import Dict, Optional
 
 from .. import _shim
-from ..cgroups import CgroupManager, CgroupStats, new_manager
+from ..cgroups import CgroupManager, new_manager
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
 from ..config import DEFAULT_PATH, ExecCommand, Resources, rlimit_number
 from ..errors import TaskExitedError
 from ..process import ExitResult, TaskProcess
 from ..rootfs import plan_mounts
+from ..stats.usage import ResourceUsage
 from ..shim import CapabilitySets, Child, Credentials, SpawnPlan, release, spawn, wait_exec
 from ..users import TaskUser, resolve_user
 from .base import Executor, StdioFiles
@@ -71,7 +72,6 @@ class ContainerExecutor(Executor):
         self.state_root = state_root
         self.cgroup_parent = cgroup_parent
         self.task_id: Optional[str] = None
-        self.final_stats: Optional[CgroupStats] = None
         self._cgroup: Optional[CgroupManager] = None
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
@@ -158,13 +158,9 @@ class ContainerExecutor(Executor):
                 os.close(fd)
 
     # -- running -----------------------------------------------------------
-    def stats(self) -> CgroupStats:
-        """The task cgroup's counters now (after the exit: the last sample taken)."""
+    def _sample(self) -> ResourceUsage:
         cgroup = self._cgroup
         if cgroup is None:
-            if self.final_stats is not None:
-                return self.final_stats
-            self._running()
             raise TaskExitedError("the task has exited and its cgroup is gone")
         return cgroup.stats()
 
@@ -185,8 +181,7 @@ class ContainerExecutor(Executor):
         cgroup = self._cgroup
         if cgroup is not None:
             try:
-                self.final_stats = cgroup.stats()
-                result = dataclasses.replace(result, oom_killed=cgroup.oom_killed())
+                result = dataclasses.replace(result, usage=cgroup.stats(), oom_killed=cgroup.oom_killed())
             except OSError as exc:
                 log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
         self._teardown()  # destroying the cgroup kills any straggler

@@ -1,0 +1,5 @@
+"""Resource-usage records (``ResourceUsage`` and its parts) shared by every
+executor and by the cgroup manager."""
+from .usage import CpuUsage, IoUsage, MemoryUsage, PidsUsage, ProcessUsage, ResourceUsage
+
+__all__ = ["CpuUsage", "IoUsage", "MemoryUsage", "PidsUsage", "ProcessUsage", "ResourceUsage"]
