@@ -309,7 +309,9 @@ class ExecCommand:
     task_dir: Union[str, os.PathLike]
     name: Optional[str] = None
     env: Optional[Mapping[str, str]] = None
-    cwd: str = "/"
+    #: Working directory of the task; None = "/" in a container, the task
+    #: directory for the universal and portable executors (Nomad's raw_exec).
+    cwd: Optional[str] = None
     user: Optional[str] = None
     stdout_path: Optional[str] = None
     stderr_path: Optional[str] = None
@@ -319,6 +321,9 @@ class ExecCommand:
     # Open file descriptors to give the task as stdin/stdout/stderr (the CLI
     # passes its own); an entry of None falls back to the *_path fields.
     stdio_fds: Optional[Tuple[Optional[int], Optional[int], Optional[int]]] = None
+    #: /proc/<pid>/oom_score_adj of the task (-1000..1000); always written, so
+    #: the task never inherits the caller's value.
+    oom_score_adj: int = 0
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -348,7 +353,11 @@ class ExecCommand:
             if not isinstance(value, str) or "\0" in value:
                 raise ConfigError(f"env.{key}", value, "must be a string without NUL")
         put(self, "env", env)
-        _check_container_path("cwd", self.cwd)
+        if self.cwd is not None:
+            _check_container_path("cwd", self.cwd)
+        if isinstance(self.oom_score_adj, bool) or not isinstance(self.oom_score_adj, int) \
+                or not -1000 <= self.oom_score_adj <= 1000:
+            raise ConfigError("oom_score_adj", self.oom_score_adj, "is not an integer in -1000..1000")
         if self.user is not None:
             if not isinstance(self.user, str) or not _USER_RE.match(self.user):
                 raise ConfigError("user", self.user, "is not a user ('name', 'uid' or 'uid:gid')")

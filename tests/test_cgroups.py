@@ -30,7 +30,7 @@ from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, sw
 from pyexec.cgroups.io import check_io_v1, parse_io_stat_v2, parse_service_bytes_v1
 from pyexec.cgroups.pids import check_pids_v1
 from pyexec.cgroups.v1 import v1_mounts
-from pyexec.cgroups.v2 import unified_root
+from pyexec.cgroups.v2 import move_members_to_leaf, own_cgroup, placement_base, unified_root
 from pyexec.config import Resources
 from pyexec.errors import ConfigError
 from pyexec.stats import CpuUsage, MemoryUsage, ResourceUsage
@@ -269,7 +269,9 @@ def test_add_pid_joins_every_hierarchy(cg: str, procs: List[subprocess.Popen]) -
         for line in lines:
             _id, ctls, path = line.split(":", 2)
             for ctl in ctls.split(","):
-                by_ctl[ctl] = path
+                by_ctl[ctl or "unified"] = path  # "0::/path" is the v2 hierarchy
+        if detect_mode() == "hybrid":
+            assert "unified" in m.paths  # the v2 twin tracks the task on hybrid hosts
         for ctl in m.paths:
             assert by_ctl[ctl] == f"/{cg}/join", (ctl, lines)
         assert m.pids() == [p.pid]
@@ -362,8 +364,10 @@ class _Subreaper:
 
 
 @needs_v1
-def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen]) -> None:
+@pytest.mark.parametrize("use_cgroup_kill", [True, False], ids=["unified-cgroup.kill", "freezer"])
+def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen], use_cgroup_kill: bool) -> None:
     with _Subreaper() as reaper, V1Manager("forky", Resources(pids=50), parent=cg) as m:
+        m.use_cgroup_kill = use_cgroup_kill  # hybrid: the v2 twin's cgroup.kill; else the v1 freezer
         m.kill_all()  # empty cgroup: nothing to do
         p = gated(procs, FORK_LOOP)
         m.add_pid(p.pid)
@@ -593,3 +597,48 @@ def test_v2_limits_oom_and_kill_on_the_kernel(cg: str, procs: List[subprocess.Po
             m.kill_all(timeout=10)
             assert m.pids() == [] and f.wait(timeout=5) == -signal.SIGKILL
             reaper.reap()
+
+
+# --------------------------------------------------------------------------- v2 placement
+
+def test_own_cgroup_reads_the_unified_line(tmp_path) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:memory:/a\n1:name=systemd:/user.slice\n0::/user.slice/x.scope\n")
+    assert own_cgroup("/sys/fs/cgroup", str(proc)) == "/sys/fs/cgroup/user.slice/x.scope"
+    proc.write_text("0::/\n")
+    assert own_cgroup("/sys/fs/cgroup/unified", str(proc)) == "/sys/fs/cgroup/unified"
+    proc.write_text("3:cpu:/\n")
+    with pytest.raises(FileNotFoundError):
+        own_cgroup("/sys/fs/cgroup", str(proc))
+
+
+def test_root_places_task_cgroups_under_the_hierarchy_root() -> None:
+    root = _cgroup2_root()
+    assert placement_base(root) == root
+    assert V2Manager("t", Resources(), parent="p", root=root).path == os.path.join(root, "p", "t")
+
+
+def test_processes_of_a_base_move_into_a_leaf(cg: str, procs: List[subprocess.Popen]) -> None:
+    """What makes a cgroup-namespace root or a delegated cgroup usable as a
+    base: its member processes move to base/leaf (real kernel, any cgroup2)."""
+    base = os.path.join(_cgroup2_root(), cg)
+    os.mkdir(base)
+    try:
+        p = sleeper(procs)
+        with open(os.path.join(base, "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        move_members_to_leaf(base)
+        assert read(os.path.join(base, "cgroup.procs")) == ""
+        assert read(os.path.join(base, "leaf", "cgroup.procs")) == str(p.pid)
+        p.kill()
+        p.wait()
+    finally:
+        for path in (os.path.join(base, "leaf"), base):
+            for _ in range(100):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
+from typing import List
 
 from ..config import Resources
 from .base import CgroupManager, cgroup_mounts
-from .v1 import V1Manager
-from .v2 import V2Manager, unified_root
+from .v1 import V1Manager, v1_mounts
+from .v2 import V2Manager, placement_base, unified_root
 
-__all__ = ["detect_mode", "new_manager", "CgroupManager", "V1Manager", "V2Manager"]
+__all__ = ["detect_mode", "new_manager", "task_names", "CgroupManager", "V1Manager", "V2Manager"]
 
 
 # A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.
@@ -64,3 +66,20 @@ def new_manager(name: str, resources: Resources, parent: str = "pyexec") -> Cgro
     if detect_mode() == "v2":
         return V2Manager(name, resources, parent, root=unified_root())
     return V1Manager(name, resources, parent)
+
+
+def task_names(parent: str = "pyexec") -> List[str]:
+    """Names of the task cgroups that exist under ``parent`` in any hierarchy
+    (a crashed caller may leave one in some hierarchies only)."""
+    if detect_mode() == "v2":
+        tops = [placement_base(unified_root())]
+    else:
+        tops = sorted(set(v1_mounts().values()))
+    names = set()
+    for top in tops:
+        try:
+            names.update(entry.name for entry in os.scandir(os.path.join(top, parent.strip("/")))
+                         if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            continue
+    return sorted(names)

@@ -297,6 +297,10 @@ class CgroupManager(abc.ABC):
     Resources keeps its current value (limits are changed, never removed).
     """
 
+    #: Use cgroup.kill when the kernel has it; tests turn it off to exercise the
+    #: freeze + SIGKILL fallback of kernels before 5.14.
+    use_cgroup_kill = True
+
     def __init__(self, name: str, resources: Resources, parent: str = "pyexec") -> None:
         check_names(name, parent)
         if not isinstance(resources, Resources):

@@ -8,11 +8,17 @@ is chosen at run time and a host with neither gets a ConfigError.
 Stats (bytes that reached a block device): v1 blkio.throttle.io_service_bytes_recursive
 ("MAJ:MIN Read N" lines; the throttle files count every bio whatever the
 scheduler), v2 io.stat ("MAJ:MIN rbytes=N wbytes=N ...", io controller enabled).
+Since kernel 6.12 blk-throttle is set up on a disk's queue only when a first
+throttle rule is configured for it, and v1 counts nothing before; so
+``enable_io_accounting_v1`` configures a rule on every disk once and removes
+it again (the setup stays; no rule is left in force).
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Optional
+import threading
+from typing import Optional, Set
 
 from ..config import Resources
 from ..errors import ConfigError
@@ -20,7 +26,10 @@ from ..stats.usage import IoUsage
 from .base import read_text, write_value
 
 __all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "stat_io_v1", "parse_service_bytes_v1",
+           "enable_io_accounting_v1",
            "weight_file_v2", "check_io_v2", "set_io_v2", "stat_io_v2", "parse_io_stat_v2"]
+
+log = logging.getLogger(__name__)
 
 _V1_FILES = ("blkio.weight", "blkio.bfq.weight")
 _V2_FILES = ("io.weight", "io.bfq.weight")
@@ -59,6 +68,40 @@ def set_io_v1(path: str, res: Resources) -> None:
     if res.io_weight is not None:
         name = _weight_file(path, res, "blkio", _V1_FILES)
         write_value(os.path.join(path, name), res.io_weight, "io_weight", res.io_weight)
+
+
+_accounted_disks: Set[str] = set()
+_accounting_lock = threading.Lock()
+
+
+def enable_io_accounting_v1(path: str, sys_block: str = "/sys/block") -> None:
+    """Make blk-throttle set up every disk's queue so the v1 throttle stats
+    count: write a read_bps rule for each disk into the blkio cgroup ``path``
+    and remove it at once ("MAJ:MIN 0"). Done once per disk per process;
+    disks that refuse (no queue, not a whole disk) are skipped."""
+    rule = os.path.join(path, "blkio.throttle.read_bps_device")
+    if not os.path.exists(rule):
+        return
+    with _accounting_lock:
+        try:
+            disks = os.listdir(sys_block)
+        except FileNotFoundError:
+            return
+        for disk in disks:
+            try:
+                with open(os.path.join(sys_block, disk, "dev")) as f:
+                    dev = f.read().strip()
+            except OSError:
+                continue
+            if dev in _accounted_disks:
+                continue
+            try:
+                for value in ("1099511627776", "0"):  # 1 TiB/s, then "no rule"
+                    with open(rule, "w") as f:
+                        f.write(f"{dev} {value}")
+            except OSError as exc:
+                log.debug("no blk-throttle accounting for %s (%s): %s", disk, dev, exc)
+            _accounted_disks.add(dev)
 
 
 def parse_service_bytes_v1(text: str) -> IoUsage:

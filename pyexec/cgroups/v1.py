@@ -5,6 +5,11 @@ hierarchy that matters (memory, cpu, cpuacct, cpuset, pids, blkio, devices,
 freezer and name=systemd), so that stats and kill_all work even when no limit
 is set. Co-mounted controllers (``cpu,cpuacct``) share one directory.
 
+On a hybrid host the task also joins ``<cgroup2 mount>/<parent>/<name>`` (key
+"unified" in ``paths``): the controller-less v2 tree still tracks membership,
+and its cgroup.kill (kernel 5.14+) kills the whole task in one atomic step,
+forks in flight included, before the freezer loop is ever needed.
+
 This module owns mount discovery for v1, creating/removing those directories
 (including the cpuset copy-from-parent dance), moving pids into all of them,
 and the freezer-based kill loop. Controller specifics live in memory.py,
@@ -22,12 +27,12 @@ from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, undo_created,
-    CgroupManager, cgroup_mounts, fields_needing, kill_pids, merge_update, read_text,
+    CgroupManager, cgroup_mounts, fields_needing, kill_pids, tree_pids, merge_update, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
-from .io import check_io_v1, set_io_v1, stat_io_v1
+from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
 from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
 
@@ -45,10 +50,12 @@ _V1_NAMES = {"io": "blkio"}
 
 
 def v1_mounts() -> Dict[str, str]:
-    """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first mount wins)."""
+    """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first
+    mount wins), plus "unified" -> the cgroup2 mount of a hybrid host."""
     out: Dict[str, str] = {}
     for entry in cgroup_mounts():
-        if entry.fstype != "cgroup":
+        if entry.fstype == "cgroup2":
+            out.setdefault("unified", entry.mountpoint)
             continue
         for opt in entry.options:
             if opt in V1_CONTROLLERS and opt not in out:
@@ -67,8 +74,9 @@ class V1Manager(CgroupManager):
                  mounts: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(name, resources, parent)
         found = v1_mounts() if mounts is None else dict(mounts)
-        self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS if c in found}
-        if not self._mounts:
+        self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",)
+                                        if c in found}
+        if not set(self._mounts) - {"unified"}:
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
 
@@ -149,6 +157,8 @@ class V1Manager(CgroupManager):
                             raise
             self._check_files(self.resources)
             self._apply(self.resources)
+            if "blkio" in self._paths:
+                enable_io_accounting_v1(self._paths["blkio"])
             memory = self._paths.get("memory")
             self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
             self._started()
@@ -180,7 +190,15 @@ class V1Manager(CgroupManager):
 
     # -- killing ---------------------------------------------------------------------
     def _kill_round(self, deadline: float) -> None:
-        """Freeze (so nothing forks between listing and killing), SIGKILL all, thaw."""
+        """cgroup.kill of the unified twin when there is one; else freeze (so
+        nothing forks between listing and killing), SIGKILL all, thaw."""
+        unified = self._paths.get("unified")
+        if self.use_cgroup_kill and unified is not None and os.path.exists(os.path.join(unified, "cgroup.kill")):
+            with open(os.path.join(unified, "cgroup.kill"), "w") as f:
+                f.write("1")
+            if not set(self.pids()) - set(tree_pids([unified])):
+                return
+            # Someone moved a task process out of the v2 twin; the freezer gets it.
         freezer = self._paths.get("freezer")
         if freezer is None or not os.path.exists(os.path.join(freezer, "freezer.state")):
             kill_pids(self.pids())

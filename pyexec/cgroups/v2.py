@@ -8,13 +8,15 @@ creating/removing the directories, moving pids, the directory fd for
 clone3(CLONE_INTO_CGROUP) and the kill loop (cgroup.kill, kernel 5.14+; else
 cgroup.freeze, 5.2+, plus SIGKILL; else plain SIGKILL rounds).
 
-Placement: the cgroup goes directly under the hierarchy root
-(``/sys/fs/cgroup/pyexec/<name>``), which needs root and a writable root
-cgroup. When the caller lives in a delegated subtree (systemd Delegate=yes,
-or a container whose cgroup namespace root holds processes), the root's
-subtree_control cannot be changed while it has member processes ("no
-internal processes" rule); moving the caller into a leaf first is handled by
-a later issue and not done here.
+Placement: the cgroup goes under the hierarchy root
+(``/sys/fs/cgroup/pyexec/<name>``) when we may write there (root). Otherwise
+-- a non-root caller in a subtree systemd delegated to it -- under the
+caller's own cgroup (``<own>/pyexec/<name>``). Either way the base may hold
+processes: a cgroup namespace root inside a container, or our own cgroup.
+Controllers can only be enabled for the children of a cgroup without member
+processes ("no internal processes" rule; only the real root is exempt), so
+on EBUSY the base's processes move into a ``leaf`` child first, as
+container init scripts do.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .io import check_io_v2, set_io_v2, stat_io_v2
 from .memory import check_memory_v2, enable_oom_group_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
 
-__all__ = ["V2Manager", "unified_root", "STATS_CONTROLLERS"]
+__all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "STATS_CONTROLLERS"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,53 @@ def unified_root() -> str:
     raise FileNotFoundError(errno.ENOENT, "no cgroup2 file system is mounted (see /proc/self/mountinfo)")
 
 
+LEAF = "leaf"
+
+
+def own_cgroup(root: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
+    """The calling process's cgroup directory in the unified hierarchy at ``root``."""
+    with open(proc_cgroup) as f:
+        for line in f:
+            hierarchy, _, path = line.rstrip("\n").split(":", 2)
+            if hierarchy == "0":
+                return os.path.normpath(os.path.join(root, path.lstrip("/")))
+    raise FileNotFoundError(errno.ENOENT, f"{proc_cgroup} has no cgroup v2 line")
+
+
+def placement_base(root: str) -> str:
+    """Where task cgroups go: the hierarchy root when we may create cgroups and
+    enable controllers there, else the caller's own (delegated) cgroup."""
+    if os.access(os.path.join(root, "cgroup.subtree_control"), os.W_OK) and os.access(root, os.W_OK):
+        return root
+    return own_cgroup(root)
+
+
+def _procs_of(directory: str) -> List[int]:
+    with open(os.path.join(directory, "cgroup.procs")) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _write_subtree_control(directory: str, ctl: str) -> None:
+    with open(os.path.join(directory, "cgroup.subtree_control"), "w") as f:
+        f.write(f"+{ctl}")
+    log.debug("enabled %s in %s", ctl, directory)
+
+
+def move_members_to_leaf(directory: str) -> None:
+    """Move every process of ``directory`` into ``directory/leaf`` so that
+    controllers can be enabled for its children (the caller moves too; it
+    never shares a cgroup with a task either way)."""
+    leaf = os.path.join(directory, LEAF)
+    os.makedirs(leaf, exist_ok=True)
+    for pid in _procs_of(directory):
+        try:
+            with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except ProcessLookupError:
+            continue
+    log.info("moved the processes of %s into %s to enable controllers below it", directory, leaf)
+
+
 def _controllers(directory: str, filename: str = "cgroup.controllers") -> Set[str]:
     return set(read_text(os.path.join(directory, filename)).split())
 
@@ -65,15 +114,12 @@ def _controllers(directory: str, filename: str = "cgroup.controllers") -> Set[st
 class V2Manager(CgroupManager):
     """A task cgroup on the unified hierarchy mounted at ``root`` (default: found)."""
 
-    #: Use cgroup.kill when the kernel has it; tests turn it off to exercise the
-    #: freeze + SIGKILL fallback of kernels before 5.14.
-    use_cgroup_kill = True
-
     def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
                  root: Optional[str] = None) -> None:
         super().__init__(name, resources, parent)
         self.root = os.path.normpath(root or unified_root())
-        self.path = os.path.join(self.root, self.parent, self.name)
+        self.base = placement_base(self.root)
+        self.path = os.path.join(self.base, self.parent, self.name)
 
     @property
     def paths(self) -> Dict[str, str]:
@@ -84,13 +130,13 @@ class V2Manager(CgroupManager):
         return fields_needing(res, {})
 
     def _check_controllers(self, res: Resources) -> None:
-        available = _controllers(self.root)
+        available = _controllers(self.base)
         for ctl, fields in self._needed(res).items():
             if ctl not in available:
                 field_name, value = fields[0]
                 raise ConfigError(field_name, value,
                                   f"needs the cgroup v2 '{ctl}' controller, which is not available in "
-                                  f"{self.root} (cgroup.controllers: {' '.join(sorted(available)) or 'empty'})")
+                                  f"{self.base} (cgroup.controllers: {' '.join(sorted(available)) or 'empty'})")
 
     def _enable(self, directory: str, res: Resources) -> None:
         """Enable in ``directory``'s subtree_control what its children need."""
@@ -101,9 +147,13 @@ class V2Manager(CgroupManager):
             if ctl in enabled or ctl not in available:
                 continue
             try:
-                with open(os.path.join(directory, "cgroup.subtree_control"), "w") as f:
-                    f.write(f"+{ctl}")
-                log.debug("enabled %s in %s", ctl, directory)
+                try:
+                    _write_subtree_control(directory, ctl)
+                except OSError as e:
+                    if e.errno != errno.EBUSY or directory != self.base or not _procs_of(directory):
+                        raise
+                    move_members_to_leaf(directory)
+                    _write_subtree_control(directory, ctl)
             except OSError as e:
                 if ctl not in needed:
                     log.warning("could not enable the %s controller in %s: %s (its stats will be None)",
@@ -116,7 +166,7 @@ class V2Manager(CgroupManager):
                                   ) from e
 
     def _make_dirs(self, res: Resources, created: List[str]) -> None:
-        directory = self.root
+        directory = self.base
         levels = self.parent.split("/") + [self.name]
         for depth, part in enumerate(levels, 1):
             self._enable(directory, res)
@@ -175,10 +225,10 @@ class V2Manager(CgroupManager):
             raise FileNotFoundError(errno.ENOENT, f"cgroup {self.path} does not exist")
         parent = os.path.dirname(self.path)
         ancestors = []
-        while parent != self.root and parent.startswith(self.root + os.sep):
+        while parent != self.base and parent.startswith(self.base + os.sep):
             ancestors.append(parent)
             parent = os.path.dirname(parent)
-        for directory in [self.root] + ancestors[::-1]:
+        for directory in [self.base] + ancestors[::-1]:
             self._enable(directory, to_apply)
         self._check_files(to_apply)
         self._apply(to_apply)
@@ -195,7 +245,7 @@ class V2Manager(CgroupManager):
         log.debug("added pid %d to %s", pid, self.path)
 
     def _remove_parents(self) -> None:
-        remove_empty_parents(os.path.join(self.root, self.parent), self.root)
+        remove_empty_parents(os.path.join(self.base, self.parent), self.base)
 
     # -- killing -----------------------------------------------------------------------
     def _kill_round(self, deadline: float) -> None:

@@ -8,19 +8,21 @@ exec, undoing every step when one fails.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import logging
 import os
 import shutil
 import signal
 import time
 import uuid
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from .. import _shim
-from ..cgroups import CgroupManager, new_manager
+from ..cgroups import CgroupManager, new_manager, task_names
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
 from ..config import DEFAULT_PATH, ExecCommand, Resources, rlimit_number
-from ..errors import TaskExitedError
+from ..errors import ConfigError, TaskExitedError
 from ..process import ExitResult, TaskProcess
 from ..rootfs import plan_mounts
 from ..stats.usage import ResourceUsage
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 lib = _shim.lib
 
 DEFAULT_STATE_ROOT = "/run/pyexec"
+STATE_FILE = "task.json"
 
 _CLONE_FLAGS = {
     "pid": lib.CLONE_NEWPID, "mnt": lib.CLONE_NEWNS, "uts": lib.CLONE_NEWUTS, "ipc": lib.CLONE_NEWIPC,
@@ -60,6 +63,34 @@ def task_environment(cmd: ExecCommand, user: TaskUser) -> Dict[str, str]:
     env.setdefault("LOGNAME", name)
     env.setdefault("HOME", user.home)
     return env
+
+
+# Set once clone3 refused CLONE_INTO_CGROUP (kernels 5.3-5.6 say EINVAL, older
+# ones ENOSYS): later launches go straight to the fallback.
+_clone_into_cgroup_works = True
+
+
+def spawn_into_cgroup(plan: SpawnPlan) -> Child:
+    """spawn(); when the kernel has no clone3 CLONE_INTO_CGROUP, spawn again
+    with the child held on the sync pipe so the caller can write its pid into
+    cgroup.procs before releasing it (``plan.wait_for_parent`` tells which)."""
+    global _clone_into_cgroup_works
+    if plan.cgroup_fd < 0:
+        return spawn(plan)
+    if _clone_into_cgroup_works:
+        try:
+            return spawn(plan)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.E2BIG):
+                raise
+            refused = exc
+    plan.cgroup_fd = -1
+    plan.wait_for_parent = True
+    child = spawn(plan)  # when this fails too, the flag was not the problem
+    if _clone_into_cgroup_works:
+        log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
+        _clone_into_cgroup_works = False
+    return child
 
 
 class ContainerExecutor(Executor):
@@ -95,17 +126,21 @@ class ContainerExecutor(Executor):
             credentials=Credentials(user.uid, user.gid, user.groups),
             capabilities=capability_sets(isolation.capabilities, user.uid),
             no_new_privs=isolation.no_new_privs,
-            cwd=cmd.cwd,
+            cwd=cmd.cwd or "/",
+            oom_score_adj=cmd.oom_score_adj,
         )
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
         try:
             self._prepare_task_dir(cmd)
+            # The state directory exists before the cgroup and outlives it, so
+            # cleanup_stale() can tell a live task from a crashed caller's leftovers.
+            self._state_dir = os.path.join(self.state_root, self.task_id)
+            os.makedirs(self._state_dir, mode=0o700)
             if "mnt" in isolation.namespaces:
-                self._state_dir = os.path.join(self.state_root, self.task_id)
                 mirror_root = os.path.join(self._state_dir, "root")
-                os.makedirs(mirror_root, mode=0o700)
+                os.mkdir(mirror_root, mode=0o700)
                 plan.mounts = plan_mounts(cmd, mirror_root)
             stdio = StdioFiles(cmd)
             plan.stdio = stdio.fds
@@ -118,14 +153,15 @@ class ContainerExecutor(Executor):
             plan.wait_for_parent = cgroup_fd is None
             started_at = time.time()
             try:
-                child = spawn(plan)
+                child = spawn_into_cgroup(plan)
             finally:
                 if cgroup_fd is not None:
                     os.close(cgroup_fd)
-            if cgroup_fd is None:
+            if plan.wait_for_parent:
                 self._cgroup.add_pid(child.pid)
             release(child)
             wait_exec(child)
+            self._write_state(child.pid, started_at)
         except BaseException:
             if child is not None:
                 self._abort(child)
@@ -136,6 +172,66 @@ class ContainerExecutor(Executor):
                 stdio.close()
         log.debug("task %s launched as pid %d", self.task_id, child.pid)
         return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
+
+    def _write_state(self, pid: int, started_at: float) -> None:
+        assert self._state_dir is not None and self.task_id is not None
+        record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
+                  "cgroup_parent": self.cgroup_parent}
+        path = os.path.join(self._state_dir, STATE_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.rename(path + ".tmp", path)
+
+    def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
+        """Remove what crashed callers left behind under this executor's
+        ``state_root`` and ``cgroup_parent``; returns the task ids cleaned.
+
+        * a task cgroup without a state directory is a leftover: its processes
+          are killed and the cgroup removed (launch makes the state directory
+          before the cgroup, teardown removes it after, so no live task looks
+          like this);
+        * a state directory whose cgroup is empty or gone, older than
+          ``min_age`` seconds (younger ones may be launches in progress), is
+          removed with its cgroup.
+
+        A task whose cgroup still holds processes and whose state directory
+        exists is alive and is left alone: its caller may reattach to it.
+        """
+        if isinstance(min_age, bool) or not isinstance(min_age, (int, float)) or min_age < 0:
+            raise ConfigError("min_age", min_age, "is not a number of seconds >= 0")
+        cleaned: List[str] = []
+        cgroups = set(task_names(self.cgroup_parent))
+        try:
+            states = {entry for entry in os.listdir(self.state_root) if self._is_our_state(entry)}
+        except FileNotFoundError:
+            states = set()
+        now = time.time()
+        for task_id in sorted(cgroups | states):
+            state_dir = os.path.join(self.state_root, task_id)
+            manager = new_manager(task_id, Resources(), parent=self.cgroup_parent) if task_id in cgroups else None
+            if task_id in states:
+                try:
+                    age = now - os.stat(state_dir).st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < min_age or (manager is not None and manager.pids()):
+                    continue
+            log.warning("cleaning stale task %s (cgroup %s, state dir %s)", task_id,
+                        "present" if manager else "gone", "present" if task_id in states else "gone")
+            if manager is not None:
+                manager.destroy()
+            shutil.rmtree(state_dir, ignore_errors=True)
+            cleaned.append(task_id)
+        return cleaned
+
+    def _is_our_state(self, task_id: str) -> bool:
+        """A state directory of this executor's cgroup parent (a record naming
+        another parent belongs to a differently configured executor)."""
+        try:
+            with open(os.path.join(self.state_root, task_id, STATE_FILE)) as f:
+                return json.load(f).get("cgroup_parent") == self.cgroup_parent
+        except (OSError, ValueError, AttributeError):
+            return os.path.isdir(os.path.join(self.state_root, task_id))
 
     def _prepare_task_dir(self, cmd: ExecCommand) -> None:
         task_dir = str(cmd.task_dir)
