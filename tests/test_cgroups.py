@@ -248,12 +248,33 @@ def test_unmounted_controller_is_config_error_and_creates_nothing(cg: str) -> No
 
 @needs_v1
 def test_kernel_rejected_value_rolls_back_everything(cg: str) -> None:
-    # CPU 63 is not in the parent's cpuset: the kernel says EINVAL after every
-    # directory was made and memory was already limited.
-    m = V1Manager("bad", Resources(memory="64M", cpuset_cpus="63"), parent=cg)
+    # A child's CFS quota may not exceed its parent's: the kernel says EINVAL
+    # for cpus=0.5 under a parent held at 0.1, after every directory was made
+    # and memory was already limited.
+    cpu_parent = os.path.join(v1_mounts()["cpu"], cg)
+    os.mkdir(cpu_parent)
+    try:
+        with open(os.path.join(cpu_parent, "cpu.cfs_quota_us"), "w") as f:
+            f.write("10000")
+        m = V1Manager("bad", Resources(memory="64M", cpus=0.5), parent=cg)
+        with pytest.raises(ConfigError) as err:
+            m.create()
+        assert err.value.field == "cpus" and "cpu.cfs_quota_us" in str(err.value)
+        assert "Invalid argument" in str(err.value)
+        assert not m.exists()
+    finally:
+        os.rmdir(cpu_parent)
+    assert not _leftovers(cg)
+
+
+@needs_v1
+def test_a_cpuset_outside_the_parents_is_refused_before_writing(cg: str) -> None:
+    m = V1Manager("bad", Resources(memory="64M", cpuset_cpus="0,63"), parent=cg)
     with pytest.raises(ConfigError) as err:
         m.create()
-    assert err.value.field == "cpuset_cpus" and "cpuset.cpus" in str(err.value)
+    message = str(err.value)
+    assert err.value.field == "cpuset_cpus" and "63; available: " in message, message
+    assert "0,63" not in message.split("available: ")[1]
     assert not _leftovers(cg)
 
 

@@ -4,14 +4,24 @@ v1 quirk owned here: a new v1 cpuset cgroup starts with empty cpuset.cpus and
 cpuset.mems, and attaching a task to it fails (ENOSPC) until both are filled,
 so every cgroup we create (the parent too) first copies its parent's values.
 On v2 an empty cpuset.cpus means "inherit", so nothing needs copying.
-There are no cpuset fields in CgroupStats, hence no stat_* functions.
+
+On v1 a requested list is checked against what the parent cgroup may use
+before anything is written (cgroupspy's cpuset controller reads and parses
+the parent's lists), so the error names the CPUs that are available rather
+than the kernel's bare EINVAL. There are no cpuset stats.
 """
 from __future__ import annotations
 
 import logging
 import os
+from typing import Optional, Set
+
+from cgroupspy.controllers import CpuSetController
+from cgroupspy.interfaces import CommaDashSetFile
+from cgroupspy.nodes import Node
 
 from ..config import Resources
+from ..errors import ConfigError
 from .base import read_text, require_file, write_value
 
 __all__ = ["init_cpuset_v1", "check_cpuset_v1", "set_cpuset_v1", "check_cpuset_v2", "set_cpuset_v2"]
@@ -33,11 +43,50 @@ def init_cpuset_v1(path: str) -> None:
             f.write(value)
 
 
+_LIST = CommaDashSetFile("cpuset.cpus")
+
+
+def parse_list(text: str) -> Set[int]:
+    """The numbers of a kernel list like "0-3,6" (cgroupspy's parser)."""
+    return _LIST.sanitize_get(text)
+
+
+def _allowed(parent: str, field_name: str) -> Optional[Set[int]]:
+    """What the parent cgroup may use (v1 cpuset.cpus / cpuset.mems); None when unknown."""
+    controller = CpuSetController(Node(parent.encode()))
+    try:
+        return controller.cpus if field_name == "cpuset_cpus" else controller.mems
+    except (OSError, ValueError):
+        return None
+
+
+def _check_subset_v1(path: str, field_name: str, value: str) -> None:
+    allowed = _allowed(os.path.dirname(path), field_name)
+    if allowed is None:
+        return
+    outside = parse_list(value) - allowed
+    if outside:
+        what = "CPUs" if field_name == "cpuset_cpus" else "memory nodes"
+        available = ",".join(str(n) for n in sorted(allowed)) or "none"
+        raise ConfigError(field_name, value, f"names {what} this host does not offer here "
+                                             f"({','.join(str(n) for n in sorted(outside))}; "
+                                             f"available: {available})")
+
+
 def _check(path: str, res: Resources) -> None:
     if res.cpuset_cpus is not None:
         require_file(path, "cpuset.cpus", "cpuset_cpus", res.cpuset_cpus, "cpuset")
     if res.cpuset_mems is not None:
         require_file(path, "cpuset.mems", "cpuset_mems", res.cpuset_mems, "cpuset")
+
+
+def check_cpuset_v1(path: str, res: Resources) -> None:
+    """Files present, and the lists within the parent's (checked before any write)."""
+    _check(path, res)
+    for field_name in ("cpuset_cpus", "cpuset_mems"):
+        value = getattr(res, field_name)
+        if value is not None:
+            _check_subset_v1(path, field_name, value)
 
 
 def _set(path: str, res: Resources) -> None:
@@ -49,5 +98,5 @@ def _set(path: str, res: Resources) -> None:
         write_value(os.path.join(path, "cpuset.mems"), res.cpuset_mems, "cpuset_mems", res.cpuset_mems)
 
 
-check_cpuset_v1 = check_cpuset_v2 = _check
+check_cpuset_v2 = _check
 set_cpuset_v1 = set_cpuset_v2 = _set

@@ -70,7 +70,8 @@ class CpuUsage:
 
 @dataclass(frozen=True)
 class PidsUsage:
-    """Processes (v1/v2: tasks, i.e. threads, as pids.current counts them)."""
+    """How many the task runs: a cgroup's pids.current counts tasks (threads
+    included, as pids.max limits them); the process-tree collector counts processes."""
 
     current: Optional[int] = None
     #: pids.max; None = no limit.
