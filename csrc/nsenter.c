@@ -31,8 +31,12 @@
  *     a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
  *     a short record: kill the child (a broken child never half-starts)
  *
- * Without a new pid namespace there is no init: the cloned child itself runs
- * the task's steps and execs. The init exits with the task's code; a signal
+ * Without a new pid namespace the init is optional. With cfg->subreaper (the
+ * universal executor) it is a child subreaper instead of a pid 1: orphans of
+ * the task (double-forked daemons) are reparented to it, and when the task
+ * exits it kills its process group and every adopted process, since no
+ * namespace teardown would. Without an init the cloned child itself runs the
+ * task's steps and execs. The init exits with the task's code; a signal
  * death cannot be re-raised by a pid-1 (the kernel drops self-sent signals it has
  * no handler for), so the init writes the raw wait status to the status pipe
  * first. A later monitor (state file, log pump) hangs off the same loop.
@@ -443,7 +447,47 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
 /* Stage: pid 1 — reap, forward signals, exit with the task's status.        */
 /* ------------------------------------------------------------------------ */
 
-static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd)
+/*
+ * The subreaper's last duty: nothing of the task may outlive it. Kill the
+ * task's process group (it called setsid, so the group is its pid) and every
+ * child the init has (adopted orphans, listed in /proc/thread-self/children),
+ * reap one, and look again: children of the killed are adopted in turn.
+ */
+static void kill_adopted(pid_t task)
+{
+    kill(-task, SIGKILL);
+    for (int round = 0; round < 100000; round++) {
+        int fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            /* No list (no /proc): the group is all we can find; never block on the rest. */
+            while (waitpid(-1, NULL, __WALL | WNOHANG) > 0)
+                ;
+            return;
+        }
+        {
+            char buf[4096];
+            ssize_t n;
+            pid_t pid = 0;
+            while ((n = read(fd, buf, sizeof buf)) > 0) {
+                for (ssize_t i = 0; i < n; i++) {
+                    if (buf[i] >= '0' && buf[i] <= '9') {
+                        pid = pid * 10 + (buf[i] - '0');
+                    } else if (pid > 0) {
+                        kill(pid, SIGKILL);
+                        pid = 0;
+                    }
+                }
+            }
+            if (pid > 0)
+                kill(pid, SIGKILL);
+            close(fd);
+        }
+        if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
+            return;
+    }
+}
+
+static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd, int subreaper)
 {
     sigset_t all;
     sigfillset(&all);
@@ -469,6 +513,8 @@ static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd)
             rec.stime_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
             ssize_t unused = write(status_fd, &rec, sizeof rec);
             (void)unused;
+            if (subreaper)
+                kill_adopted(task);
             _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
     }
@@ -542,6 +588,8 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
+    if (cfg->subreaper && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+        fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
     /* vfork-style: the task borrows the init's memory until it execs, so it
      * never copies (nor is charged for) the caller's page tables and heap. */
     pid_t task = clone(task_entry, task_stack + sizeof task_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
@@ -557,7 +605,7 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
         _exit(125);
     syscall(SYS_close_range, 0U, 2U, 0);
     syscall(SYS_close_range, 4U, ~0U, 0);
-    init_loop(task, 3);
+    init_loop(task, 3, cfg->subreaper);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -74,7 +74,8 @@ struct px_rlimit {
 
 struct px_config {
     uint64_t clone_flags;     /* CLONE_NEW* for clone3 */
-    int use_init;             /* fork the task below a pid-1 init (new pid namespace) */
+    int use_init;             /* fork the task below an init (pid 1 of a new pid namespace, or a subreaper) */
+    int subreaper;            /* init without a pid namespace: adopt the task's orphans, kill them at its exit */
     int wait_for_parent;      /* block until the parent writes PX_GO (cgroup placement, id maps) */
     int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
     const char *hostname;     /* NULL: keep */

@@ -50,6 +50,7 @@ class SpawnPlan:
     search_path: str
     clone_flags: int = 0
     use_init: bool = False
+    subreaper: bool = False
     wait_for_parent: bool = False
     cgroup_fd: int = -1
     hostname: Optional[str] = None
@@ -121,6 +122,7 @@ def _fill(plan: SpawnPlan, keep: _Keep):
     keep.items.append(cfg)
     cfg.clone_flags = plan.clone_flags
     cfg.use_init = int(plan.use_init)
+    cfg.subreaper = int(plan.subreaper)
     cfg.wait_for_parent = int(plan.wait_for_parent)
     cfg.cgroup_fd = plan.cgroup_fd
     cfg.hostname = keep.str(plan.hostname)

@@ -1,42 +1,26 @@
 """The container executor: a task in its own namespaces, root and credentials.
 
-It owns the translation of an ``ExecCommand`` into the shim's ``SpawnPlan``
-(namespaces, mount plan, user, capabilities, rlimits, environment), the task's
-state directory, and the launch sequence: prepare → clone → release → wait for
-exec, undoing every step when one fails.
+It owns the translation of an ``ExecCommand`` into the shim's ``SpawnPlan``:
+namespaces, the mount plan (in the task's state directory), user,
+capabilities, rlimits and environment. Launching, the cgroup, stats and
+teardown are ``LinuxExecutor``'s, shared with the universal executor.
 """
 from __future__ import annotations
 
-import dataclasses
-import errno
-import json
-import logging
 import os
-import shutil
-import signal
-import time
-import uuid
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from .. import _shim
-from ..cgroups import CgroupManager, new_manager, task_names
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
-from ..config import DEFAULT_PATH, ExecCommand, Resources, rlimit_number
-from ..errors import ConfigError, TaskExitedError
-from ..process import ExitResult, TaskProcess
+from ..config import DEFAULT_PATH, ExecCommand
 from ..rootfs import plan_mounts
-from ..stats.usage import ResourceUsage
-from ..shim import CapabilitySets, Child, Credentials, SpawnPlan, release, spawn, wait_exec
+from ..shim import CapabilitySets, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
-from .base import Executor, StdioFiles
+from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
 
-__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT"]
+__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT", "capability_sets", "task_environment"]
 
-log = logging.getLogger(__name__)
 lib = _shim.lib
-
-DEFAULT_STATE_ROOT = "/run/pyexec"
-STATE_FILE = "task.json"
 
 _CLONE_FLAGS = {
     "pid": lib.CLONE_NEWPID, "mnt": lib.CLONE_NEWNS, "uts": lib.CLONE_NEWUTS, "ipc": lib.CLONE_NEWIPC,
@@ -65,54 +49,17 @@ def task_environment(cmd: ExecCommand, user: TaskUser) -> Dict[str, str]:
     return env
 
 
-# Set once clone3 refused CLONE_INTO_CGROUP (kernels 5.3-5.6 say EINVAL, older
-# ones ENOSYS): later launches go straight to the fallback.
-_clone_into_cgroup_works = True
-
-
-def spawn_into_cgroup(plan: SpawnPlan) -> Child:
-    """spawn(); when the kernel has no clone3 CLONE_INTO_CGROUP, spawn again
-    with the child held on the sync pipe so the caller can write its pid into
-    cgroup.procs before releasing it (``plan.wait_for_parent`` tells which)."""
-    global _clone_into_cgroup_works
-    if plan.cgroup_fd < 0:
-        return spawn(plan)
-    if _clone_into_cgroup_works:
-        try:
-            return spawn(plan)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.E2BIG):
-                raise
-            refused = exc
-    plan.cgroup_fd = -1
-    plan.wait_for_parent = True
-    child = spawn(plan)  # when this fails too, the flag was not the problem
-    if _clone_into_cgroup_works:
-        log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
-        _clone_into_cgroup_works = False
-    return child
-
-
-class ContainerExecutor(Executor):
+class ContainerExecutor(LinuxExecutor):
     """Runs a task isolated in namespaces (see ``Isolation``); needs root."""
 
     kind = "container"
 
-    def __init__(self, state_root: str = DEFAULT_STATE_ROOT, cgroup_parent: str = "pyexec") -> None:
-        super().__init__()
-        self.state_root = state_root
-        self.cgroup_parent = cgroup_parent
-        self.task_id: Optional[str] = None
-        self._cgroup: Optional[CgroupManager] = None
-        self._state_dir: Optional[str] = None
-        self._made_task_dir: Optional[str] = None
-
     # -- launch ------------------------------------------------------------
-    def _start(self, cmd: ExecCommand) -> TaskProcess:
+    def _plan(self, cmd: ExecCommand) -> SpawnPlan:
         isolation = cmd.isolation
         root_dir = isolation.rootfs or "/"
         user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
-        plan = SpawnPlan(
+        return SpawnPlan(
             program=cmd.argv[0],
             argv=cmd.argv,
             env=[f"{k}={v}" for k, v in task_environment(cmd, user).items()],
@@ -122,183 +69,16 @@ class ContainerExecutor(Executor):
             hostname=(isolation.hostname or cmd.name) if "uts" in isolation.namespaces else None,
             loopback_up="net" in isolation.namespaces,
             make_private="mnt" in isolation.namespaces,
-            rlimits=[(rlimit_number(n), soft, hard, n) for n, (soft, hard) in isolation.rlimits.items()],
+            rlimits=rlimit_plan(isolation.rlimits),
             credentials=Credentials(user.uid, user.gid, user.groups),
             capabilities=capability_sets(isolation.capabilities, user.uid),
             no_new_privs=isolation.no_new_privs,
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
         )
-        self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
-        stdio: Optional[StdioFiles] = None
-        child: Optional[Child] = None
-        try:
-            self._prepare_task_dir(cmd)
-            # The state directory exists before the cgroup and outlives it, so
-            # cleanup_stale() can tell a live task from a crashed caller's leftovers.
-            self._state_dir = os.path.join(self.state_root, self.task_id)
-            os.makedirs(self._state_dir, mode=0o700)
-            if "mnt" in isolation.namespaces:
-                mirror_root = os.path.join(self._state_dir, "root")
-                os.mkdir(mirror_root, mode=0o700)
-                plan.mounts = plan_mounts(cmd, mirror_root)
-            stdio = StdioFiles(cmd)
-            plan.stdio = stdio.fds
-            self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent)
-            self._cgroup.create()
-            # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
-            # child waits until we have written its pid into every hierarchy.
-            cgroup_fd = self._cgroup.open_dir_fd()
-            plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
-            plan.wait_for_parent = cgroup_fd is None
-            started_at = time.time()
-            try:
-                child = spawn_into_cgroup(plan)
-            finally:
-                if cgroup_fd is not None:
-                    os.close(cgroup_fd)
-            if plan.wait_for_parent:
-                self._cgroup.add_pid(child.pid)
-            release(child)
-            wait_exec(child)
-            self._write_state(child.pid, started_at)
-        except BaseException:
-            if child is not None:
-                self._abort(child)
-            self._teardown()
-            raise
-        finally:
-            if stdio is not None:
-                stdio.close()
-        log.debug("task %s launched as pid %d", self.task_id, child.pid)
-        return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
 
-    def _write_state(self, pid: int, started_at: float) -> None:
-        assert self._state_dir is not None and self.task_id is not None
-        record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
-                  "cgroup_parent": self.cgroup_parent}
-        path = os.path.join(self._state_dir, STATE_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f)
-        os.rename(path + ".tmp", path)
-
-    def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
-        """Remove what crashed callers left behind under this executor's
-        ``state_root`` and ``cgroup_parent``; returns the task ids cleaned.
-
-        * a task cgroup without a state directory is a leftover: its processes
-          are killed and the cgroup removed (launch makes the state directory
-          before the cgroup, teardown removes it after, so no live task looks
-          like this);
-        * a state directory whose cgroup is empty or gone, older than
-          ``min_age`` seconds (younger ones may be launches in progress), is
-          removed with its cgroup.
-
-        A task whose cgroup still holds processes and whose state directory
-        exists is alive and is left alone: its caller may reattach to it.
-        """
-        if isinstance(min_age, bool) or not isinstance(min_age, (int, float)) or min_age < 0:
-            raise ConfigError("min_age", min_age, "is not a number of seconds >= 0")
-        cleaned: List[str] = []
-        cgroups = set(task_names(self.cgroup_parent))
-        try:
-            states = {entry for entry in os.listdir(self.state_root) if self._is_our_state(entry)}
-        except FileNotFoundError:
-            states = set()
-        now = time.time()
-        for task_id in sorted(cgroups | states):
-            state_dir = os.path.join(self.state_root, task_id)
-            manager = new_manager(task_id, Resources(), parent=self.cgroup_parent) if task_id in cgroups else None
-            if task_id in states:
-                try:
-                    age = now - os.stat(state_dir).st_mtime
-                except FileNotFoundError:
-                    continue
-                if age < min_age or (manager is not None and manager.pids()):
-                    continue
-            log.warning("cleaning stale task %s (cgroup %s, state dir %s)", task_id,
-                        "present" if manager else "gone", "present" if task_id in states else "gone")
-            if manager is not None:
-                manager.destroy()
-            shutil.rmtree(state_dir, ignore_errors=True)
-            cleaned.append(task_id)
-        return cleaned
-
-    def _is_our_state(self, task_id: str) -> bool:
-        """A state directory of this executor's cgroup parent (a record naming
-        another parent belongs to a differently configured executor)."""
-        try:
-            with open(os.path.join(self.state_root, task_id, STATE_FILE)) as f:
-                return json.load(f).get("cgroup_parent") == self.cgroup_parent
-        except (OSError, ValueError, AttributeError):
-            return os.path.isdir(os.path.join(self.state_root, task_id))
-
-    def _prepare_task_dir(self, cmd: ExecCommand) -> None:
-        task_dir = str(cmd.task_dir)
-        if not os.path.isdir(task_dir):
-            os.makedirs(task_dir)
-            self._made_task_dir = task_dir
-        os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
-
-    @staticmethod
-    def _abort(child: Child) -> None:
-        """Kill and reap a child whose launch failed."""
-        child.close_setup_fds()
-        try:
-            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(child.pid, 0)
-        for fd in (child.pidfd, child.status_fd):
-            if fd >= 0:
-                os.close(fd)
-
-    # -- running -----------------------------------------------------------
-    def _sample(self) -> ResourceUsage:
-        cgroup = self._cgroup
-        if cgroup is None:
-            raise TaskExitedError("the task has exited and its cgroup is gone")
-        return cgroup.stats()
-
-    def update_resources(self, resources: Resources) -> None:
-        """Change the running task's limits (validated like at launch)."""
-        if not isinstance(resources, Resources):
-            raise TypeError("update_resources() takes a Resources")
-        cgroup = self._cgroup
-        if cgroup is None:
-            self._running()
-            raise TaskExitedError("the task has exited")
-        cgroup.update(resources)
-
-    # -- the end -----------------------------------------------------------
-    def _on_exit(self, result: ExitResult) -> ExitResult:
-        # The main process is reaped. With our own pid namespace nothing else
-        # of the task is left; otherwise its stragglers die with its cgroup here.
-        cgroup = self._cgroup
-        if cgroup is not None:
-            try:
-                result = dataclasses.replace(result, usage=cgroup.stats(), oom_killed=cgroup.oom_killed())
-            except OSError as exc:
-                log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
-        self._teardown()  # destroying the cgroup kills any straggler
-        return result
-
-    def _kill_all(self) -> None:
-        proc = self._proc
-        if proc is not None:
-            # pid 1 of the task's namespace: its death takes every process with it.
-            proc.send_signal(signal.SIGKILL)
-        if self._cgroup is not None:
-            self._cgroup.kill_all()
-
-    def _teardown(self) -> None:
-        """Remove what launch made; safe to call more than once."""
-        cgroup, self._cgroup = self._cgroup, None
-        if cgroup is not None:
-            cgroup.destroy()  # kills whatever is left first
-        if self._state_dir is not None:
-            shutil.rmtree(self._state_dir, ignore_errors=True)
-            self._state_dir = None
-        if self._made_task_dir is not None and self._proc is None:
-            shutil.rmtree(self._made_task_dir, ignore_errors=True)
-            self._made_task_dir = None
+    def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
+        if "mnt" in cmd.isolation.namespaces:
+            mirror_root = os.path.join(state_dir, "root")
+            os.mkdir(mirror_root, mode=0o700)
+            plan.mounts = plan_mounts(cmd, mirror_root)

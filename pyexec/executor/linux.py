@@ -1,0 +1,310 @@
+"""The launch machinery every Linux executor shares: shim spawn, cgroup, state.
+
+``LinuxExecutor`` owns the sequence prepare -> clone -> place in the cgroup
+-> release -> wait for exec, undoing every step when one fails; the task's
+state directory (``<state_root>/<task id>/task.json``) and its cgroup; stats
+(the cgroup's, else the process tree's), live limit updates, killing every
+process of the task, teardown, and ``cleanup_stale`` for what crashed callers
+left. Subclasses say what to spawn (``_plan``) and may add to the state
+directory before the clone (``_prepare``): the container executor its mount
+plan, the universal executor nothing.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+from typing import List, Mapping, Optional, Tuple
+
+from ..cgroups import CgroupManager, new_manager, task_names
+from ..config import ExecCommand, Resources, rlimit_number
+from ..errors import ConfigError, TaskExitedError
+from ..process import ExitResult, TaskProcess
+from ..shim import Child, SpawnPlan, release, spawn, wait_exec
+from ..stats.pidtree import PidCollector
+from ..stats.usage import ResourceUsage
+from .base import Executor, StdioFiles
+
+__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_ROOT = "/run/pyexec"
+STATE_FILE = "task.json"
+KILL_TIMEOUT = 5.0  # seconds to empty a task without a cgroup before giving up
+
+def rlimit_plan(rlimits: Mapping[str, Tuple[int, int]]) -> List[Tuple[int, int, int, str]]:
+    """The shim's (resource, soft, hard, name) list for Isolation.rlimits."""
+    return [(rlimit_number(name), soft, hard, name) for name, (soft, hard) in rlimits.items()]
+
+
+# Set once clone3 refused CLONE_INTO_CGROUP (kernels 5.3-5.6 say EINVAL, older
+# ones ENOSYS): later launches go straight to the fallback.
+_clone_into_cgroup_works = True
+
+
+def spawn_into_cgroup(plan: SpawnPlan) -> Child:
+    """spawn(); when the kernel has no clone3 CLONE_INTO_CGROUP, spawn again
+    with the child held on the sync pipe so the caller can write its pid into
+    cgroup.procs before releasing it (``plan.wait_for_parent`` tells which)."""
+    global _clone_into_cgroup_works
+    if plan.cgroup_fd < 0:
+        return spawn(plan)
+    if _clone_into_cgroup_works:
+        try:
+            return spawn(plan)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.E2BIG):
+                raise
+            refused = exc
+    plan.cgroup_fd = -1
+    plan.wait_for_parent = True
+    child = spawn(plan)  # when this fails too, the flag was not the problem
+    if _clone_into_cgroup_works:
+        log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
+        _clone_into_cgroup_works = False
+    return child
+
+
+class LinuxExecutor(Executor):
+    """A task spawned by the C shim, optionally in its own cgroup."""
+
+    def __init__(self, state_root: str = DEFAULT_STATE_ROOT, cgroup_parent: str = "pyexec") -> None:
+        super().__init__()
+        self.state_root = state_root
+        self.cgroup_parent = cgroup_parent
+        self.task_id: Optional[str] = None
+        self._cgroup: Optional[CgroupManager] = None
+        self._collector: Optional[PidCollector] = None
+        self._state_dir: Optional[str] = None
+        self._made_task_dir: Optional[str] = None
+
+    # -- for subclasses ----------------------------------------------------
+    @abc.abstractmethod
+    def _plan(self, cmd: ExecCommand) -> SpawnPlan:
+        """Validate ``cmd`` (ConfigError before anything exists) and say what to spawn."""
+
+    def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
+        """Add to the plan what needs the state directory (mount points)."""
+
+    def _use_cgroup(self, cmd: ExecCommand) -> bool:
+        """Whether this task gets a cgroup (the container executor: always)."""
+        return True
+
+    # -- launch ------------------------------------------------------------
+    def _start(self, cmd: ExecCommand) -> TaskProcess:
+        plan = self._plan(cmd)
+        use_cgroup = self._use_cgroup(cmd)
+        self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
+        stdio: Optional[StdioFiles] = None
+        child: Optional[Child] = None
+        try:
+            self._prepare_task_dir(cmd)
+            # The state directory exists before the cgroup and outlives it, so
+            # cleanup_stale() can tell a live task from a crashed caller's leftovers.
+            self._state_dir = os.path.join(self.state_root, self.task_id)
+            os.makedirs(self._state_dir, mode=0o700)
+            self._prepare(cmd, plan, self._state_dir)
+            stdio = StdioFiles(cmd)
+            plan.stdio = stdio.fds
+            cgroup_fd = None
+            if use_cgroup:
+                self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent)
+                self._cgroup.create()
+                # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
+                # child waits until we have written its pid into every hierarchy.
+                cgroup_fd = self._cgroup.open_dir_fd()
+                plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
+                plan.wait_for_parent = cgroup_fd is None
+            started_at = time.time()
+            try:
+                child = spawn_into_cgroup(plan)
+            finally:
+                if cgroup_fd is not None:
+                    os.close(cgroup_fd)
+            if plan.wait_for_parent and self._cgroup is not None:
+                self._cgroup.add_pid(child.pid)
+            release(child)
+            wait_exec(child)
+            self._write_state(child.pid, started_at)
+        except BaseException:
+            if child is not None:
+                self._abort(child)
+            self._teardown()
+            raise
+        finally:
+            if stdio is not None:
+                stdio.close()
+        if self._cgroup is None:
+            self._collector = PidCollector(child.pid, cache_seconds=1.0)
+        log.debug("task %s launched as pid %d", self.task_id, child.pid)
+        return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
+
+    def _write_state(self, pid: int, started_at: float) -> None:
+        assert self._state_dir is not None and self.task_id is not None
+        record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
+                  "cgroup_parent": self.cgroup_parent}
+        path = os.path.join(self._state_dir, STATE_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f)
+        os.rename(path + ".tmp", path)
+
+    def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
+        """Remove what crashed callers left behind under this executor's
+        ``state_root`` and ``cgroup_parent``; returns the task ids cleaned.
+
+        * a task cgroup without a state directory is a leftover: its processes
+          are killed and the cgroup removed (launch makes the state directory
+          before the cgroup, teardown removes it after, so no live task looks
+          like this);
+        * a state directory whose cgroup is empty or gone, older than
+          ``min_age`` seconds (younger ones may be launches in progress), is
+          removed with its cgroup.
+
+        A task whose cgroup still holds processes and whose state directory
+        exists is alive and is left alone: its caller may reattach to it.
+        """
+        if isinstance(min_age, bool) or not isinstance(min_age, (int, float)) or min_age < 0:
+            raise ConfigError("min_age", min_age, "is not a number of seconds >= 0")
+        cleaned: List[str] = []
+        cgroups = set(task_names(self.cgroup_parent))
+        try:
+            states = {entry for entry in os.listdir(self.state_root) if self._is_our_state(entry)}
+        except FileNotFoundError:
+            states = set()
+        now = time.time()
+        for task_id in sorted(cgroups | states):
+            state_dir = os.path.join(self.state_root, task_id)
+            manager = new_manager(task_id, Resources(), parent=self.cgroup_parent) if task_id in cgroups else None
+            if task_id in states:
+                try:
+                    age = now - os.stat(state_dir).st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < min_age or (manager is not None and manager.pids()):
+                    continue
+            log.warning("cleaning stale task %s (cgroup %s, state dir %s)", task_id,
+                        "present" if manager else "gone", "present" if task_id in states else "gone")
+            if manager is not None:
+                manager.destroy()
+            shutil.rmtree(state_dir, ignore_errors=True)
+            cleaned.append(task_id)
+        return cleaned
+
+    def _is_our_state(self, task_id: str) -> bool:
+        """A state directory of this executor's cgroup parent (a record naming
+        another parent belongs to a differently configured executor)."""
+        try:
+            with open(os.path.join(self.state_root, task_id, STATE_FILE)) as f:
+                return json.load(f).get("cgroup_parent") == self.cgroup_parent
+        except (OSError, ValueError, AttributeError):
+            return os.path.isdir(os.path.join(self.state_root, task_id))
+
+    def _prepare_task_dir(self, cmd: ExecCommand) -> None:
+        task_dir = str(cmd.task_dir)
+        if not os.path.isdir(task_dir):
+            os.makedirs(task_dir)
+            self._made_task_dir = task_dir
+        os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
+
+    @staticmethod
+    def _abort(child: Child) -> None:
+        """Kill and reap a child whose launch failed."""
+        child.close_setup_fds()
+        try:
+            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(child.pid, 0)
+        for fd in (child.pidfd, child.status_fd):
+            if fd >= 0:
+                os.close(fd)
+
+    # -- running -----------------------------------------------------------
+    def _sample(self) -> ResourceUsage:
+        cgroup, collector = self._cgroup, self._collector
+        if cgroup is not None:
+            return cgroup.stats()
+        if collector is not None and self._proc is not None and self._proc.result is None:
+            return collector.sample()
+        raise TaskExitedError("the task has exited")
+
+    def update_resources(self, resources: Resources) -> None:
+        """Change the running task's limits (validated like at launch)."""
+        if not isinstance(resources, Resources):
+            raise TypeError("update_resources() takes a Resources")
+        self._running()
+        cgroup = self._cgroup
+        if cgroup is None:
+            if self._collector is not None and self._proc is not None and self._proc.result is None:
+                for field in dataclasses.fields(resources):
+                    value = getattr(resources, field.name)
+                    if value is not None:
+                        raise ConfigError(field.name, value, "needs a cgroup, and this task has none")
+                return
+            raise TaskExitedError("the task has exited")
+        cgroup.update(resources)
+
+    # -- the end -----------------------------------------------------------
+    def _on_exit(self, result: ExitResult) -> ExitResult:
+        # The main process is reaped. Its stragglers die with its pid namespace
+        # (container), its init's last sweep (universal) or its cgroup, here.
+        cgroup = self._cgroup
+        if cgroup is not None:
+            try:
+                result = dataclasses.replace(result, usage=cgroup.stats(), oom_killed=cgroup.oom_killed())
+            except OSError as exc:
+                log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
+        self._teardown()  # destroying the cgroup kills any straggler
+        return result
+
+    def _kill_all(self) -> None:
+        proc = self._proc
+        if self._cgroup is not None:
+            if proc is not None:
+                # The init: as pid 1 of a namespace its death takes every process with it.
+                proc.send_signal(signal.SIGKILL)
+            self._cgroup.kill_all()
+            return
+        if proc is not None and self._collector is not None:
+            self._kill_tree(proc)
+
+    def _kill_tree(self, proc: TaskProcess) -> None:
+        """No cgroup: SIGKILL everything below the init, found again each round,
+        until only the init is left; it exits when the task is gone, after
+        killing whatever it adopted. The init itself goes last."""
+        assert self._collector is not None
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while proc.result is None and time.monotonic() < deadline:
+            below = [pid for pid in self._collector.refresh() if pid != proc.pid]
+            if not below:
+                break
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                proc.wait(0.05)
+            except TimeoutError:
+                pass
+        proc.send_signal(signal.SIGKILL)
+
+    def _teardown(self) -> None:
+        """Remove what launch made; safe to call more than once."""
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is not None:
+            cgroup.destroy()  # kills whatever is left first
+        if self._state_dir is not None:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+            self._state_dir = None
+        if self._made_task_dir is not None and self._proc is None:
+            shutil.rmtree(self._made_task_dir, ignore_errors=True)
+            self._made_task_dir = None
