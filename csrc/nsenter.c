@@ -523,7 +523,7 @@ static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd, int s
 /*
  * The init is a copy of the caller that never execs: make it show and hold
  * as little as possible. Not dumpable (no ptrace, /proc/1/mem, environ for
- * the task), the caller's argv and environment blanked, and only CAP_KILL
+ * the task), the caller's argv and environment blanked, and at most CAP_KILL
  * kept — enough to forward signals to a task running as another user.
  */
 static void blank(uint64_t start, uint64_t end, const char *text)
@@ -548,7 +548,13 @@ static void harden_init(const struct px_config *cfg)
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
-    data[0].effective = data[0].permitted = 1u << CAP_KILL;
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        _exit(125);
+    /* CAP_KILL only if we had it: a caller without it (not root, the
+     * universal executor) cannot gain it, and its init needs none. */
+    uint32_t keep = data[0].permitted & (1u << CAP_KILL);
+    memset(data, 0, sizeof data);
+    data[0].effective = data[0].permitted = keep;
     if (syscall(SYS_capset, &hdr, data) < 0)
         _exit(125);
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Union
@@ -158,15 +157,21 @@ def _check_container_path(field_name: str, value: Any) -> str:
     return value
 
 
+try:
+    import resource
+except ImportError:  # Windows: no rlimits; every name is then unknown
+    resource = None  # type: ignore[assignment]
+
 _RLIMIT_NAMES = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
-                 for name in dir(resource) if name.startswith("RLIMIT_")}
+                 for name in dir(resource) if name.startswith("RLIMIT_")} if resource else {}
+_RLIM_INFINITY = resource.RLIM_INFINITY if resource else -1
 
 RlimitValue = Union[int, str, None]
 
 
 def _rlimit_value(field_name: str, value: RlimitValue) -> int:
     if value is None or value == -1 or (isinstance(value, str) and value.lower() in ("unlimited", "infinity")):
-        return resource.RLIM_INFINITY
+        return _RLIM_INFINITY
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(field_name, value, "is not a limit (a non-negative int or 'unlimited')")
     return value
@@ -188,7 +193,7 @@ def _normalise_rlimits(value: Mapping[str, Any]) -> Dict[str, Tuple[int, int]]:
             raise ConfigError(f"rlimits.{name}", limits, "must be (soft, hard)")
         soft = _rlimit_value(f"rlimits.{name}", limits[0])
         hard = _rlimit_value(f"rlimits.{name}", limits[1])
-        if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+        if hard != _RLIM_INFINITY and (soft == _RLIM_INFINITY or soft > hard):
             raise ConfigError(f"rlimits.{name}", tuple(limits), "soft limit is above the hard limit")
         out[name] = (soft, hard)
     return out
@@ -301,6 +306,15 @@ def _check_hostname(field_name: str, value: Any) -> str:
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
 
+def default_env() -> Dict[str, str]:
+    """The environment of a task that names none: PATH only on POSIX; on
+    Windows what a program needs to start (PATH, SYSTEMROOT, ...) from ours."""
+    if os.name != "nt":
+        return {"PATH": DEFAULT_PATH}
+    keep = ("PATH", "PATHEXT", "SYSTEMROOT", "SYSTEMDRIVE", "COMSPEC", "TEMP", "TMP", "WINDIR")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
 @dataclass(frozen=True)
 class ExecCommand:
     """One task: what to run, where, as whom, with which limits and isolation."""
@@ -346,7 +360,7 @@ class ExecCommand:
         if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
             raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
         put(self, "name", name)
-        env = dict(self.env) if self.env is not None else {"PATH": DEFAULT_PATH}
+        env = dict(self.env) if self.env is not None else default_env()
         for key, value in env.items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise ConfigError("env", key, "is not a valid variable name (no '=' or NUL, not empty)")

@@ -16,12 +16,11 @@ import signal as _signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Protocol
 
-from . import _shim
 from .stats.usage import CpuUsage, ResourceUsage
 
-__all__ = ["ProcessState", "ExitResult", "TaskProcess", "decode_wait_status", "rusage_usage"]
+__all__ = ["ProcessState", "ExitResult", "TaskHandle", "TaskProcess", "decode_wait_status", "rusage_usage"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,23 @@ def decode_wait_status(status: int) -> tuple:
 
 
 OnExit = Callable[[ExitResult], ExitResult]
+
+
+class TaskHandle(Protocol):
+    """What an executor needs of its task's main process: ``TaskProcess``
+    (pidfd, Linux) and the portable executor's ``PopenProcess`` provide it."""
+
+    pid: int
+    started_at: float
+
+    @property
+    def result(self) -> Optional[ExitResult]: ...
+
+    def wait(self, timeout: Optional[float] = None) -> ExitResult: ...
+
+    async def wait_async(self) -> ExitResult: ...
+
+    def send_signal(self, sig: int) -> bool: ...
 
 
 class _LoopWaiters:
@@ -185,6 +201,8 @@ class TaskProcess:
         """The init's px_exit record (status and the task's own rusage), if it wrote one."""
         if self._status_fd < 0:
             return None
+        from . import _shim  # the compiled shim: Linux only, so imported when used
+
         record = _shim.ffi.new("struct px_exit *")
         buffer = _shim.ffi.buffer(record)
         try:

@@ -33,7 +33,7 @@ from pyexec.cgroups.v1 import v1_mounts
 from pyexec.cgroups.v2 import move_members_to_leaf, own_cgroup, placement_base, unified_root
 from pyexec.config import Resources
 from pyexec.errors import ConfigError
-from pyexec.stats import CpuUsage, MemoryUsage, ResourceUsage
+from pyexec.stats import CpuUsage, IoUsage, MemoryUsage, ResourceUsage
 
 M = 1 << 20
 
@@ -663,3 +663,14 @@ def test_processes_of_a_base_move_into_a_leaf(cg: str, procs: List[subprocess.Po
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+def test_io_stat_parsing() -> None:
+    v1 = ("8:0 Read 4096\n8:0 Write 8388608\n8:0 Sync 8392704\n8:0 Async 0\n8:0 Discard 0\n"
+          "8:0 Total 8392704\n254:0 Read 100\n254:0 Write 0\nTotal 8392804\n")
+    assert parse_service_bytes_v1(v1) == IoUsage(read_bytes=4196, write_bytes=8388608)
+    assert parse_service_bytes_v1("Total 0\n") == IoUsage(read_bytes=0, write_bytes=0)
+    v2 = ("8:0 rbytes=1024 wbytes=2048 rios=1 wios=2 dbytes=0 dios=0\n"
+          "254:0 rbytes=10 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n")
+    assert parse_io_stat_v2(v2) == IoUsage(read_bytes=1034, write_bytes=2068)
+    assert parse_io_stat_v2("") == IoUsage(read_bytes=0, write_bytes=0)

@@ -309,7 +309,8 @@ def test_shutdown_leaves_none_of_the_tasks_children(executors, task_dir):
     count = int(wait_for(lambda: (task_dir / "local" / "ready").exists()
                          and (task_dir / "local" / "ready").read_text(), what="50 children").strip())
     assert count >= 52                                   # init, sh, 50 sleeps
-    assert len([p for p in _sleepers() if p.pid not in before]) == 50
+    # A forked child shows sh's command line until its exec of sleep: poll.
+    wait_for(lambda: len([p for p in _sleepers() if p.pid not in before]) == 50, what="50 sleeps")
     result = ex.shutdown(grace=2)
     assert result.signal == signal.SIGTERM
     left = [p for p in _sleepers() if p.pid not in before]

@@ -305,6 +305,17 @@ def test_kill_tree_reaches_a_late_grandchild():
         assert col.pids() == []
 
 
+def test_a_root_left_out_is_walked_but_neither_sampled_nor_signalled():
+    with tree() as t:
+        child = t.spawn("sleep", "60")
+        col = PidCollector(t.pid, cache_seconds=0, include_root=False)
+        assert col.pids() == [child]
+        assert set(col.sample().processes) == {child}
+        assert col.kill_tree(signal.SIGKILL) == [child]
+        wait_for(lambda: _gone(child), what="the child to die")
+        assert t.proc.poll() is None  # the root lives on
+
+
 # -- I/O ----------------------------------------------------------------------------
 
 WRITER = """

@@ -26,7 +26,7 @@ from .base import CgroupManager, cgroup_mounts
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 
-__all__ = ["detect_mode", "new_manager", "task_names", "CgroupManager", "V1Manager", "V2Manager"]
+__all__ = ["detect_mode", "new_manager", "task_names", "may_create_cgroups", "CgroupManager", "V1Manager", "V2Manager"]
 
 
 # A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.
@@ -83,3 +83,18 @@ def task_names(parent: str = "pyexec") -> List[str]:
         except FileNotFoundError:
             continue
     return sorted(names)
+
+
+def may_create_cgroups() -> bool:
+    """Whether this process may create task cgroups: root with writable
+    hierarchies, or (v2) a caller whose own cgroup was delegated to it. The
+    universal executor runs without cgroups when this is False."""
+    try:
+        mode = detect_mode()
+    except FileNotFoundError:
+        return False
+    if mode == "v2":
+        base = placement_base(unified_root())
+        return os.access(base, os.W_OK) and os.access(os.path.join(base, "cgroup.procs"), os.W_OK)
+    mounts = [m for c, m in v1_mounts().items() if c != "unified"]
+    return bool(mounts) and all(os.access(m, os.W_OK) for m in mounts)

@@ -14,14 +14,15 @@ import logging
 import os
 import signal as _signal
 import threading
-from typing import AsyncIterator, Iterator, List, Optional, Tuple
+from typing import AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 from ..config import ExecCommand
+from ..users import TaskUser
 from ..errors import ConfigError, PyexecError, TaskExitedError
-from ..process import ExitResult, ProcessState, TaskProcess
+from ..process import ExitResult, ProcessState, TaskHandle
 from ..stats.usage import ResourceUsage
 
-__all__ = ["Executor", "StdioFiles"]
+__all__ = ["Executor", "StdioFiles", "check_host_isolation", "user_environment", "prepare_task_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class Executor(abc.ABC):
     kind: str = "abstract"
 
     def __init__(self) -> None:
-        self._proc: Optional[TaskProcess] = None
+        self._proc: Optional[TaskHandle] = None
         self._cmd: Optional[ExecCommand] = None
         self._launch_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
@@ -64,13 +65,15 @@ class Executor(abc.ABC):
     async def wait_async(self) -> ExitResult:
         return await self._running().wait_async()
 
-    def stats(self) -> ResourceUsage:
+    def stats(self, per_process: bool = False) -> ResourceUsage:
         """A usage sample of the whole task now; once it has exited, its last
-        sample (``ExitResult.usage``)."""
+        sample (``ExitResult.usage``). ``per_process`` adds each process's own
+        figures (``processes``) next to a cgroup's totals; samples of the
+        process-tree collector always carry them."""
         proc = self._running()
         if proc.result is None:
             try:
-                return self._sample()
+                return self._sample(per_process)
             except (FileNotFoundError, TaskExitedError) as exc:
                 # The exit won the race and took the cgroup along; its final
                 # sample is in the result (the reap holds it until then).
@@ -83,13 +86,13 @@ class Executor(abc.ABC):
             raise TaskExitedError("the task has exited and left no usage sample")
         return usage
 
-    def stats_stream(self, interval: float = 1.0) -> Iterator[ResourceUsage]:
+    def stats_stream(self, interval: float = 1.0, per_process: bool = False) -> Iterator[ResourceUsage]:
         """Yield a sample every ``interval`` seconds while the task runs, then its
         final sample, then stop. ``cpu.percent`` of each covers the interval."""
         _check_interval(interval)
         proc = self._running()
         while proc.result is None:
-            sample = self.stats()
+            sample = self.stats(per_process)
             if proc.result is not None:
                 break
             yield sample
@@ -101,14 +104,15 @@ class Executor(abc.ABC):
         if final is not None:
             yield final
 
-    async def stats_stream_async(self, interval: float = 1.0) -> AsyncIterator[ResourceUsage]:
+    async def stats_stream_async(self, interval: float = 1.0,
+                                 per_process: bool = False) -> AsyncIterator[ResourceUsage]:
         """``stats_stream`` for asyncio: the wait between samples does not block the loop."""
         _check_interval(interval)
         proc = self._running()
         exited = asyncio.ensure_future(proc.wait_async())
         try:
             while not exited.done():
-                sample = self.stats()
+                sample = self.stats(per_process)
                 if proc.result is not None:
                     break
                 yield sample
@@ -152,22 +156,64 @@ class Executor(abc.ABC):
         self.shutdown()
 
     # -- for subclasses ----------------------------------------------------
-    def _running(self) -> TaskProcess:
+    def _running(self) -> TaskHandle:
         if self._proc is None:
             raise PyexecError("no task has been launched by this executor")
         return self._proc
 
     @abc.abstractmethod
-    def _start(self, cmd: ExecCommand) -> TaskProcess:
+    def _start(self, cmd: ExecCommand) -> TaskHandle:
         """Start the task and return its process; clean up everything on failure."""
 
     @abc.abstractmethod
-    def _sample(self) -> ResourceUsage:
-        """A usage sample of the running task."""
+    def _sample(self, per_process: bool) -> ResourceUsage:
+        """A usage sample of the running task (``processes`` filled when asked)."""
 
     @abc.abstractmethod
     def _kill_all(self) -> None:
         """SIGKILL every process of the task (the main one last is fine)."""
+
+
+# Close-on-exec and no controlling tty on POSIX; binary mode on Windows.
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+
+
+def check_host_isolation(cmd: ExecCommand, kind: str) -> None:
+    """Refuse, before anything exists, the isolation an executor without
+    namespaces cannot give: a root file system, mounts, a hostname. The rest
+    of ``Isolation`` (the namespace set, masks, capabilities) describes the
+    container and is ignored here; rlimits are honoured where the executor can."""
+    isolation = cmd.isolation
+    needs = "needs the container executor"
+    if isolation.rootfs is not None:
+        raise ConfigError("isolation.rootfs", isolation.rootfs, f"{needs} (the {kind} executor has none)")
+    if isolation.mounts:
+        raise ConfigError("isolation.mounts", [m.target for m in isolation.mounts],
+                          f"{needs} (the {kind} executor has no mount namespace)")
+    if isolation.hostname is not None:
+        raise ConfigError("isolation.hostname", isolation.hostname,
+                          f"{needs} (the {kind} executor has no uts namespace)")
+
+
+def user_environment(env: Optional[Dict[str, str]], user: TaskUser) -> Dict[str, str]:
+    """The task's environment with USER, LOGNAME and HOME of ``user`` unless set."""
+    out = dict(env or {})
+    name = user.name or str(user.uid)
+    out.setdefault("USER", name)
+    out.setdefault("LOGNAME", name)
+    out.setdefault("HOME", user.home)
+    return out
+
+
+def prepare_task_dir(task_dir: str) -> Optional[str]:
+    """Create ``task_dir`` (when missing) and ``task_dir/local``; returns
+    ``task_dir`` when this call created it, so a failed launch can remove it."""
+    made = None
+    if not os.path.isdir(task_dir):
+        os.makedirs(task_dir)
+        made = task_dir
+    os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
+    return made
 
 
 def _check_interval(interval: float) -> None:
@@ -201,7 +247,7 @@ class StdioFiles:
 
     def _open(self, field: str, path: str, flags: int) -> int:
         try:
-            fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+            fd = os.open(path, flags | _OPEN_FLAGS, 0o644)
         except OSError as exc:
             raise ConfigError(field, path, f"cannot be opened: {exc.strerror}") from None
         self._opened.append(fd)

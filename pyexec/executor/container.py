@@ -8,7 +8,7 @@ teardown are ``LinuxExecutor``'s, shared with the universal executor.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 from .. import _shim
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
@@ -16,9 +16,10 @@ from ..config import DEFAULT_PATH, ExecCommand
 from ..rootfs import plan_mounts
 from ..shim import CapabilitySets, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
+from .base import user_environment
 from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
 
-__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT", "capability_sets", "task_environment"]
+__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT", "capability_sets"]
 
 lib = _shim.lib
 
@@ -40,15 +41,6 @@ def capability_sets(requested: Optional[tuple], uid: int) -> CapabilitySets:
     return CapabilitySets(mask, granted, granted, granted, granted, last_cap())
 
 
-def task_environment(cmd: ExecCommand, user: TaskUser) -> Dict[str, str]:
-    env = dict(cmd.env or {})
-    name = user.name or str(user.uid)
-    env.setdefault("USER", name)
-    env.setdefault("LOGNAME", name)
-    env.setdefault("HOME", user.home)
-    return env
-
-
 class ContainerExecutor(LinuxExecutor):
     """Runs a task isolated in namespaces (see ``Isolation``); needs root."""
 
@@ -62,7 +54,7 @@ class ContainerExecutor(LinuxExecutor):
         return SpawnPlan(
             program=cmd.argv[0],
             argv=cmd.argv,
-            env=[f"{k}={v}" for k, v in task_environment(cmd, user).items()],
+            env=[f"{k}={v}" for k, v in user_environment(cmd.env, user).items()],
             search_path=(cmd.env or {}).get("PATH", DEFAULT_PATH),
             clone_flags=sum(_CLONE_FLAGS[ns] for ns in isolation.namespaces),
             use_init="pid" in isolation.namespaces,

@@ -30,7 +30,7 @@ from ..process import ExitResult, TaskProcess
 from ..shim import Child, SpawnPlan, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
-from .base import Executor, StdioFiles
+from .base import Executor, StdioFiles, prepare_task_dir
 
 __all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan"]
 
@@ -83,6 +83,8 @@ class LinuxExecutor(Executor):
         self.task_id: Optional[str] = None
         self._cgroup: Optional[CgroupManager] = None
         self._collector: Optional[PidCollector] = None
+        self._process_sampler: Optional[PidCollector] = None
+        self._init_used = False
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
 
@@ -106,7 +108,7 @@ class LinuxExecutor(Executor):
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
         try:
-            self._prepare_task_dir(cmd)
+            self._made_task_dir = prepare_task_dir(str(cmd.task_dir))
             # The state directory exists before the cgroup and outlives it, so
             # cleanup_stale() can tell a live task from a crashed caller's leftovers.
             self._state_dir = os.path.join(self.state_root, self.task_id)
@@ -142,8 +144,10 @@ class LinuxExecutor(Executor):
         finally:
             if stdio is not None:
                 stdio.close()
+        self._init_used = plan.use_init
         if self._cgroup is None:
-            self._collector = PidCollector(child.pid, cache_seconds=1.0)
+            # The init is a copy of the caller: its rss would count the caller's pages.
+            self._collector = PidCollector(child.pid, cache_seconds=1.0, include_root=not plan.use_init)
         log.debug("task %s launched as pid %d", self.task_id, child.pid)
         return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
 
@@ -207,13 +211,6 @@ class LinuxExecutor(Executor):
         except (OSError, ValueError, AttributeError):
             return os.path.isdir(os.path.join(self.state_root, task_id))
 
-    def _prepare_task_dir(self, cmd: ExecCommand) -> None:
-        task_dir = str(cmd.task_dir)
-        if not os.path.isdir(task_dir):
-            os.makedirs(task_dir)
-            self._made_task_dir = task_dir
-        os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
-
     @staticmethod
     def _abort(child: Child) -> None:
         """Kill and reap a child whose launch failed."""
@@ -228,10 +225,19 @@ class LinuxExecutor(Executor):
                 os.close(fd)
 
     # -- running -----------------------------------------------------------
-    def _sample(self) -> ResourceUsage:
+    def _sample(self, per_process: bool = False) -> ResourceUsage:
         cgroup, collector = self._cgroup, self._collector
         if cgroup is not None:
-            return cgroup.stats()
+            sample = cgroup.stats()
+            if per_process and self._proc is not None:
+                if self._process_sampler is None:
+                    # Walk from the init but count the cgroup's members; the
+                    # init itself is a copy of the caller (its rss is not the task's).
+                    self._process_sampler = PidCollector(self._proc.pid, cache_seconds=1.0,
+                                                         include_root=not self._init_used,
+                                                         extra_pids=cgroup.pids)
+                sample = dataclasses.replace(sample, processes=self._process_sampler.sample().processes)
+            return sample
         if collector is not None and self._proc is not None and self._proc.result is None:
             return collector.sample()
         raise TaskExitedError("the task has exited")
@@ -278,19 +284,13 @@ class LinuxExecutor(Executor):
 
     def _kill_tree(self, proc: TaskProcess) -> None:
         """No cgroup: SIGKILL everything below the init, found again each round,
-        until only the init is left; it exits when the task is gone, after
-        killing whatever it adopted. The init itself goes last."""
+        until the init exits (it does once the task is gone, after killing
+        whatever it adopted); the init itself last, if it is still there."""
         assert self._collector is not None
         deadline = time.monotonic() + KILL_TIMEOUT
         while proc.result is None and time.monotonic() < deadline:
-            below = [pid for pid in self._collector.refresh() if pid != proc.pid]
-            if not below:
+            if not self._collector.kill_tree(signal.SIGKILL):
                 break
-            for pid in below:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             try:
                 proc.wait(0.05)
             except TimeoutError:

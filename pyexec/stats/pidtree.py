@@ -89,11 +89,14 @@ class PidCollector:
     include with their descendants (the caller and its ancestors are ignored
     there; a failing callable is logged). The caller's own process is never
     part of the tree unless it is the root, and ``kill_tree`` never signals it.
-    Thread-safe.
+    With ``include_root=False`` the root is only where the walk starts: it is
+    neither sampled nor signalled (the universal executor's init, a copy of
+    the caller whose rss would count the caller's pages). Thread-safe.
     """
 
     def __init__(self, root_pid: int, *, cache_seconds: float = 5.0,
-                 extra_pids: Optional[Callable[[], Iterable[int]]] = None) -> None:
+                 extra_pids: Optional[Callable[[], Iterable[int]]] = None,
+                 include_root: bool = True) -> None:
         if isinstance(root_pid, bool) or not isinstance(root_pid, int) or root_pid <= 0:
             raise ConfigError("root_pid", root_pid, "must be a positive integer")
         if (isinstance(cache_seconds, bool) or not isinstance(cache_seconds, (int, float))
@@ -102,6 +105,7 @@ class PidCollector:
         if extra_pids is not None and not callable(extra_pids):
             raise ConfigError("extra_pids", extra_pids, "must be a callable returning pids")
         self.root_pid = root_pid
+        self.include_root = bool(include_root)
         self.cache_seconds = float(cache_seconds)
         self._extra_pids = extra_pids
         self._lock = threading.RLock()
@@ -145,6 +149,7 @@ class PidCollector:
             seeds.extend(p for p in self._procs.values() if _alive(p))
             seeds.extend(self._extra())
             me = os.getpid() if self.root_pid != os.getpid() else 0
+            skip = {me} if self.include_root else {me, self.root_pid}
             found: Dict[int, psutil.Process] = {}
             for seed in seeds:
                 if seed.pid in found:
@@ -154,7 +159,7 @@ class PidCollector:
                 except psutil.Error:
                     continue
                 for proc in members:
-                    if proc.pid != me and proc.pid not in found and _running(proc):
+                    if proc.pid not in skip and proc.pid not in found and _running(proc):
                         found[proc.pid] = proc
             self._procs = found
             self._scanned_at = time.monotonic()
