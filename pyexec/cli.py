@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a task in a container, in the foreground",
                               usage="pyexec run [options] -- CMD [ARGS...]")
+    run.add_argument("--executor", choices=("container", "universal", "portable"), default="container",
+                     help="container (namespaces; root), universal (on the host; cgroup when possible) "
+                          "or portable (a plain child process)")
     run.add_argument("--memory", help="memory limit, e.g. 256M")
     run.add_argument("--pids", type=_number_option(int, "an integer"), help="maximum number of processes")
     run.add_argument("--cpus", type=_number_option(float, "a number"), help="CPU bandwidth in cores, e.g. 0.5")
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]", help="bind mount (repeatable)")
     run.add_argument("--user", help="user inside the task: name, uid or uid:gid")
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
-    run.add_argument("--workdir", default="/", help="working directory inside the task")
+    run.add_argument("--workdir", help="working directory (default: / in a container, the task dir otherwise)")
     run.add_argument("--net", choices=("none", "host"), default="none", help="network: none (only lo) or host")
     run.add_argument("--name", help="task name (default: the task dir's name)")
     run.add_argument("--task-dir", help="task directory (default: a temporary one, removed afterwards)")
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         cmd = build_command(args, task_dir)
         if args.name is None:
             cmd = dataclasses.replace(cmd, name=f"run-{os.getpid()}")
-        executor = new_executor("container")
+        executor = new_executor(args.executor)
         executor.launch(cmd)
         previous = {}
         for sig in FORWARDED_SIGNALS:

@@ -109,3 +109,13 @@ def test_a_temporary_task_dir_is_removed_afterwards():
     done = pyexec_run("--", "/bin/true")
     assert done.returncode == 0
     assert {p for p in os.listdir("/tmp") if p.startswith("pyexec-run-")} == before
+
+
+@pytest.mark.parametrize("executor", ["universal", "portable"])
+def test_other_executors_run_on_the_host(executor, tmp_path: Path):
+    done = pyexec_run("--executor", executor, "--task-dir", str(tmp_path / "t"), "--stats", "--",
+                      "/bin/sh", "-c", "pwd; readlink /proc/self/ns/pid; exit 2")
+    assert done.returncode == 2, done.stderr
+    cwd, pid_ns = done.stdout.split()
+    assert cwd == str(tmp_path / "t") and pid_ns == os.readlink("/proc/self/ns/pid")
+    assert "pyexec: stats: wall" in done.stderr and "exit 2" in done.stderr

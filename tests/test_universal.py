@@ -271,6 +271,11 @@ try:
 except ConfigError as e:
     out["limit_error"] = str(e)
 out["state_left"] = os.listdir(ex.state_root) if os.path.isdir(ex.state_root) else []
+from pyexec import new_executor
+try:
+    new_executor("container").launch(ExecCommand(argv=["true"], task_dir=task_dir))
+except ConfigError as e:
+    out["container_error"] = str(e)
 print(json.dumps(out))
 """
 
@@ -297,3 +302,4 @@ def test_a_caller_that_is_not_root_can_launch_wait_and_stop():
     assert out["signal"] == signal.SIGTERM
     assert "pids: 5 needs a cgroup" in out["limit_error"]
     assert out["state_root"].startswith(str(task_dir)) and out["state_left"] == []
+    assert out["container_error"].startswith("executor: 'container' needs CAP_SYS_ADMIN")

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import prctl
+
 from .. import _shim
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
 from ..config import DEFAULT_PATH, ExecCommand
+from ..errors import ConfigError
 from ..rootfs import plan_mounts
 from ..shim import CapabilitySets, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
@@ -48,6 +51,10 @@ class ContainerExecutor(LinuxExecutor):
 
     # -- launch ------------------------------------------------------------
     def _plan(self, cmd: ExecCommand) -> SpawnPlan:
+        if not prctl.cap_effective.sys_admin:
+            # Namespaces, mounts and pivot_root need it; say so before cloning.
+            raise ConfigError("executor", "container", "needs CAP_SYS_ADMIN (run it as root); "
+                                                       "the universal executor runs without")
         isolation = cmd.isolation
         root_dir = isolation.rootfs or "/"
         user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
