@@ -15,6 +15,7 @@ _EXPORTS = {
     "Resources": "pyexec.config",
     "Isolation": "pyexec.config",
     "Mount": "pyexec.config",
+    "LogConfig": "pyexec.config",
     "ProcessState": "pyexec.process",
     "ExitResult": "pyexec.process",
     "ResourceUsage": "pyexec.stats",

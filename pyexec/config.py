@@ -87,6 +87,27 @@ def _cpuset(field_name: str, value: Optional[str]) -> Optional[str]:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """Rotation of a task's stdout/stderr files (``<name>.stdout.0``, ``.1``, ...).
+
+    A file is closed and the next index opened once it would pass
+    ``max_file_size`` (at a newline when one is near); when more than
+    ``max_files`` files of a stream exist the oldest are deleted.
+    """
+
+    max_files: int = 10
+    max_file_size: Union[int, str] = "10M"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_files, bool) or not isinstance(self.max_files, int) or self.max_files < 1:
+            raise ConfigError("log_config.max_files", self.max_files, "must be an integer >= 1")
+        size = parse_size("log_config.max_file_size", self.max_file_size)
+        if size is None or size < 1024:
+            raise ConfigError("log_config.max_file_size", self.max_file_size, "must be at least 1K")
+        object.__setattr__(self, "max_file_size", size)
+
+
+@dataclass(frozen=True)
 class Resources:
     """Cgroup limits of a task. Sizes accept ints (bytes) or strings ("64M", "1.5G").
 
@@ -338,6 +359,11 @@ class ExecCommand:
     #: /proc/<pid>/oom_score_adj of the task (-1000..1000); always written, so
     #: the task never inherits the caller's value.
     oom_score_adj: int = 0
+    #: Rotation of the default log files (used when stdout_path/stderr_path are None).
+    log_config: LogConfig = field(default_factory=LogConfig)
+    #: Kill the task when the calling process exits (subprocess-like). By
+    #: default a task outlives its caller and ``pyexec.reattach`` takes it over.
+    kill_on_caller_exit: bool = False
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -369,6 +395,10 @@ class ExecCommand:
         put(self, "env", env)
         if self.cwd is not None:
             _check_container_path("cwd", self.cwd)
+        if not isinstance(self.log_config, LogConfig):
+            raise ConfigError("log_config", self.log_config, "is not a LogConfig")
+        if not isinstance(self.kill_on_caller_exit, bool):
+            raise ConfigError("kill_on_caller_exit", self.kill_on_caller_exit, "must be True or False")
         if isinstance(self.oom_score_adj, bool) or not isinstance(self.oom_score_adj, int) \
                 or not -1000 <= self.oom_score_adj <= 1000:
             raise ConfigError("oom_score_adj", self.oom_score_adj, "is not an integer in -1000..1000")
