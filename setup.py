@@ -1,5 +1,27 @@
-"""pyexec: a Linux container executor library. ``pip install .`` compiles the C shim via cffi."""
+"""pyexec: a Linux container executor library. ``pip install .`` compiles the C
+shim via cffi and links the per-task monitor program (pyexec/pyexec-monitor)."""
+import importlib.util
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildExtAndMonitor(build_ext):
+    """build_ext (the cffi module), then the monitor executable next to it."""
+
+    def run(self):
+        super().run()
+        spec = importlib.util.spec_from_file_location("_build_monitor", HERE / "pyexec" / "_build_monitor.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        target = HERE / "pyexec" if self.inplace else Path(self.build_lib) / "pyexec"
+        self.monitor = module.build_monitor(target, Path(self.build_temp) / "monitor")
+
+    def get_outputs(self):
+        return super().get_outputs() + [str(self.monitor)] if hasattr(self, "monitor") else super().get_outputs()
 
 setup(
     name="pyexec",
@@ -9,7 +31,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pyexec", "pyexec.*"]),
-    package_data={"pyexec": ["py.typed"]},
+    package_data={"pyexec": ["py.typed", "pyexec-monitor"]},
+    cmdclass={"build_ext": BuildExtAndMonitor},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["pyexec/_build_shim.py:ffibuilder"],
     install_requires=[

@@ -11,8 +11,9 @@
  * Parent/child protocol
  * =====================
  *
- *   parent (Python + px_spawn)          child: pid 1 of the new pid ns     task
- *   --------------------------          ------------------------------     ----
+ *   parent (Python + px_spawn)          child: the init (pid 1 of a new     task
+ *                                       pid ns, or a child subreaper)      ----
+ *   --------------------------          ------------------------------
  *   pipe2(sync), pipe2(error),
  *   pipe2(status)        [all O_CLOEXEC]
  *   clone3(CLONE_NEW*|CLONE_PIDFD) ---> read(sync) ......... blocks
@@ -22,24 +23,25 @@
  *   px_wait_exec(error):                    read-only paths
  *     read(error) ... blocks                block all signals
  *                                           clone(VM|VFORK) ---------------> setsid, stdio, oom_score_adj,
- *                                           close every fd but status          rlimits, bounding set, groups,
- *                                           init loop:                          gid, uid, caps, ambient,
- *                                             sigwaitinfo(all)                  no_new_privs, signals reset,
- *                                             SIGCHLD -> reap, task gone?       execve
- *                                               -> write(status, px_exit)       (error pipe closes on exec)
- *     EOF: launched  <-------------------------------------------------------------'
+ *                                           (runs again once the task execs)   rlimits, bounding set, groups,
+ *                                           harden, fds to PX_MON_FD_*,        gid, uid, caps, ambient,
+ *                                           execveat(pyexec-monitor) --.       no_new_privs, signals reset,
+ *                                                                      |       execve
+ *                                           monitor: pump logs, forward       (error pipe closes on exec)
+ *                                           signals, reap; task gone ->
+ *                                           kill the rest, drain logs,
+ *                                           exit.json + write(status)
+ *     EOF: launched  <----- error pipe closed by both execs ------------------------'
  *     a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
  *     a short record: kill the child (a broken child never half-starts)
  *
- * Without a new pid namespace the init is optional. With cfg->subreaper (the
- * universal executor) it is a child subreaper instead of a pid 1: orphans of
- * the task (double-forked daemons) are reparented to it, and when the task
- * exits it kills its process group and every adopted process, since no
- * namespace teardown would. Without an init the cloned child itself runs the
- * task's steps and execs. The init exits with the task's code; a signal
- * death cannot be re-raised by a pid-1 (the kernel drops self-sent signals it has
- * no handler for), so the init writes the raw wait status to the status pipe
- * first. A later monitor (state file, log pump) hangs off the same loop.
+ * Without a new pid namespace the init is a child subreaper (cfg->subreaper):
+ * orphans of the task (double-forked daemons) are reparented to it, and the
+ * monitor kills them when the task exits, since no namespace teardown would.
+ * Without an init (use_init = 0) the cloned child itself runs the task's steps
+ * and execs. A pid 1 cannot re-raise the task's signal death on itself (the
+ * kernel drops self-sent signals it has no handler for), so the monitor
+ * reports the raw wait status through the status pipe and exit.json.
  *
  * Error convention: every failing step calls fail(step, errno, path); nothing
  * else reports. px_spawn() returns 0 or -errno of the failed parent call.
@@ -448,100 +450,14 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
 /* ------------------------------------------------------------------------ */
 
 /*
- * The subreaper's last duty: nothing of the task may outlive it. Kill the
- * task's process group (it called setsid, so the group is its pid) and every
- * child the init has (adopted orphans, listed in /proc/thread-self/children),
- * reap one, and look again: children of the killed are adopted in turn.
+ * The init is a copy of the caller until it execs the monitor: make it hold
+ * as little as possible meanwhile. Not dumpable (no ptrace or /proc/1/mem for
+ * the task), and at most CAP_KILL kept, which the monitor inherits through the
+ * bounding set: enough to forward signals to a task running as another user.
  */
-static void kill_adopted(pid_t task)
-{
-    kill(-task, SIGKILL);
-    for (int round = 0; round < 100000; round++) {
-        int fd = open("/proc/thread-self/children", O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            /* No list (no /proc): the group is all we can find; never block on the rest. */
-            while (waitpid(-1, NULL, __WALL | WNOHANG) > 0)
-                ;
-            return;
-        }
-        {
-            char buf[4096];
-            ssize_t n;
-            pid_t pid = 0;
-            while ((n = read(fd, buf, sizeof buf)) > 0) {
-                for (ssize_t i = 0; i < n; i++) {
-                    if (buf[i] >= '0' && buf[i] <= '9') {
-                        pid = pid * 10 + (buf[i] - '0');
-                    } else if (pid > 0) {
-                        kill(pid, SIGKILL);
-                        pid = 0;
-                    }
-                }
-            }
-            if (pid > 0)
-                kill(pid, SIGKILL);
-            close(fd);
-        }
-        if (waitpid(-1, NULL, __WALL) < 0 && errno == ECHILD)
-            return;
-    }
-}
-
-static void __attribute__((noreturn)) init_loop(pid_t task, int status_fd, int subreaper)
-{
-    sigset_t all;
-    sigfillset(&all);
-    for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(&all, &info);
-        if (sig < 0)
-            continue; /* EINTR */
-        if (sig != SIGCHLD) {
-            kill(task, sig);
-            continue;
-        }
-        int status;
-        struct rusage ru;
-        pid_t pid;
-        while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0) {
-            if (pid != task)
-                continue; /* an orphan adopted by pid 1: reaped, nothing more */
-            struct px_exit rec;
-            memset(&rec, 0, sizeof rec);
-            rec.status = status;
-            rec.utime_us = (int64_t)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
-            rec.stime_us = (int64_t)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
-            ssize_t unused = write(status_fd, &rec, sizeof rec);
-            (void)unused;
-            if (subreaper)
-                kill_adopted(task);
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        }
-    }
-}
-
-/*
- * The init is a copy of the caller that never execs: make it show and hold
- * as little as possible. Not dumpable (no ptrace, /proc/1/mem, environ for
- * the task), the caller's argv and environment blanked, and at most CAP_KILL
- * kept — enough to forward signals to a task running as another user.
- */
-static void blank(uint64_t start, uint64_t end, const char *text)
-{
-    if (start == 0 || end <= start)
-        return;
-    char *area = (char *)(uintptr_t)start;
-    size_t len = (size_t)(end - start);
-    memset(area, 0, len);
-    if (text)
-        str_copy(area, len, text);
-}
-
 static void harden_init(const struct px_config *cfg)
 {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    blank(cfg->caller_args[0], cfg->caller_args[1], "pyexec-init");
-    blank(cfg->caller_env[0], cfg->caller_env[1], NULL);
     for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
         if (cap != CAP_KILL)
             prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
@@ -566,6 +482,65 @@ static char task_stack[64 * 1024] __attribute__((aligned(16)));
 static int task_entry(void *cfg)
 {
     run_task((const struct px_config *)cfg); /* resets the blocked mask before exec */
+}
+
+/*
+ * Stage: become the monitor. The init is a copy of the caller; the monitor
+ * (csrc/monitor.c) is a small program of its own, so the task's parent costs
+ * a few hundred KB instead of the caller's address space. Its inputs go to
+ * fixed fds (PX_MON_FD_*), everything else is closed; the executable is
+ * reached by fd because after pivot_root its path is gone. The error pipe
+ * stays open (close-on-exec) until the exec: a failure is reported like any
+ * other step, and its EOF tells the parent that task and monitor both run.
+ */
+static char *fmt_u64(char *buf, size_t cap, uint64_t value)
+{
+    char *p = buf + cap - 1;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + value % 10);
+        value /= 10;
+    } while (value && p > buf);
+    return p;
+}
+
+static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, pid_t task, int status_fd)
+{
+    int parked[PX_MON_FD_LIFELINE - PX_MON_FD_STATUS + 1];
+    int n = (int)(sizeof parked / sizeof parked[0]);
+    for (int i = 0; i < n; i++) {
+        int src = i == 0 ? status_fd : cfg->monitor_fds[i];
+        parked[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, 64) : -1;
+        if (src >= 0 && parked[i] < 0)
+            fail(PX_STEP_MONITOR, errno, "fcntl");
+    }
+    int exe = fcntl(cfg->monitor_exe_fd, F_DUPFD_CLOEXEC, 64);
+    int err = fcntl(child_error_fd, F_DUPFD_CLOEXEC, 64);
+    if (exe < 0 || err < 0)
+        fail(PX_STEP_MONITOR, errno, "fcntl");
+    syscall(SYS_close_range, 3U, 63U, 0);
+    child_error_fd = dup3(err, PX_MON_FD_LIFELINE + 2, O_CLOEXEC);
+    for (int i = 0; i < n; i++)
+        if (parked[i] >= 0 && dup2(parked[i], PX_MON_FD_STATUS + i) < 0)
+            fail(PX_STEP_MONITOR, errno, "dup2");
+    if (dup3(exe, PX_MON_FD_LIFELINE + 1, O_CLOEXEC) < 0 || child_error_fd < 0)
+        fail(PX_STEP_MONITOR, errno, "dup3");
+    syscall(SYS_close_range, (unsigned)PX_MON_FD_LIFELINE + 3, ~0U, 0);
+
+    char pid_buf[24], flags_buf[24], size_buf[24], files_buf[24];
+    int flags = getpid() == 1 ? PX_MON_PID1 : (cfg->subreaper ? PX_MON_SUBREAPER : 0);
+    char *argv[] = {
+        "pyexec-monitor",
+        fmt_u64(pid_buf, sizeof pid_buf, (uint64_t)task),
+        fmt_u64(flags_buf, sizeof flags_buf, (uint64_t)flags),
+        (char *)(cfg->log_name ? cfg->log_name : "task"),
+        fmt_u64(size_buf, sizeof size_buf, cfg->log_max_size),
+        fmt_u64(files_buf, sizeof files_buf, (uint64_t)cfg->log_max_files),
+        NULL,
+    };
+    char *envp[] = {NULL};
+    syscall(SYS_execveat, PX_MON_FD_LIFELINE + 1, "", argv, envp, AT_EMPTY_PATH);
+    fail(PX_STEP_MONITOR, errno, "pyexec-monitor");
 }
 
 static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
@@ -604,14 +579,7 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
         fail(PX_STEP_FORK, errno, "clone");
 
     harden_init(cfg);
-
-    /* The init keeps nothing but the status pipe: not the error pipe (its EOF
-     * tells the parent the exec happened), not the caller's files. */
-    if (dup2(status_fd, 3) < 0)
-        _exit(125);
-    syscall(SYS_close_range, 0U, 2U, 0);
-    syscall(SYS_close_range, 4U, ~0U, 0);
-    init_loop(task, 3, cfg->subreaper);
+    exec_monitor(cfg, task, status_fd);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -738,6 +706,7 @@ const char *px_step_name(int step)
     case PX_STEP_SETSID: return "setsid";
     case PX_STEP_REMOUNT: return "remount";
     case PX_STEP_OOM_SCORE: return "oom_score_adj";
+    case PX_STEP_MONITOR: return "monitor";
     default: return "setup";
     }
 }

@@ -38,6 +38,19 @@
 #define PX_STEP_SETSID       22
 #define PX_STEP_REMOUNT      23
 #define PX_STEP_OOM_SCORE    24
+#define PX_STEP_MONITOR      25   /* exec of the pyexec-monitor executable */
+
+/* The monitor (csrc/monitor.c) finds its inputs at these fds (closed = not used). */
+#define PX_MON_FD_STATUS     3    /* write end of the status pipe to the launching caller */
+#define PX_MON_FD_STATE      4    /* the task's state directory: exit.json goes there */
+#define PX_MON_FD_LOGDIR     5    /* the directory of the rotated stdout/stderr files */
+#define PX_MON_FD_STDOUT     6    /* read end of the task's stdout pipe */
+#define PX_MON_FD_STDERR     7    /* read end of the task's stderr pipe */
+#define PX_MON_FD_LIFELINE   8    /* read end of the caller's lifeline (kill_on_caller_exit) */
+
+/* How the monitor makes sure nothing of the task outlives it. */
+#define PX_MON_PID1          1    /* pid 1 of the task's pid namespace: kill(-1) */
+#define PX_MON_SUBREAPER     2    /* child subreaper on the host: the task's group and every adoptee */
 
 /* Kinds of px_mount_op, run in array order by the child. */
 #define PX_OP_MOUNT     1   /* mount(source, target, fstype, flags, data) */
@@ -74,8 +87,14 @@ struct px_rlimit {
 
 struct px_config {
     uint64_t clone_flags;     /* CLONE_NEW* for clone3 */
-    int use_init;             /* fork the task below an init (pid 1 of a new pid namespace, or a subreaper) */
+    int use_init;             /* fork the task below an init that then execs the monitor */
     int subreaper;            /* init without a pid namespace: adopt the task's orphans, kill them at its exit */
+    /* The monitor: the init execs it (execveat) once the task runs. */
+    int monitor_exe_fd;       /* O_PATH fd of the pyexec-monitor executable */
+    int monitor_fds[6];       /* become fds 3..8 of the monitor (PX_MON_FD_*); -1: unused */
+    const char *log_name;     /* base of the log files: <log_name>.stdout.N */
+    uint64_t log_max_size;
+    int log_max_files;
     int wait_for_parent;      /* block until the parent writes PX_GO (cgroup placement, id maps) */
     int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
     const char *hostname;     /* NULL: keep */
@@ -103,11 +122,6 @@ struct px_config {
     uint64_t cap_ambient;
 
     int no_new_privs;
-    /* The caller's argv and environ areas (/proc/self/stat fields 48-51): the
-     * init is a copy of the caller and blanks them, so /proc/1/cmdline and
-     * /proc/1/environ show the task nothing of the caller. 0, 0: skip. */
-    uint64_t caller_args[2];
-    uint64_t caller_env[2];
     int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
     int set_oom_score;
     int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */

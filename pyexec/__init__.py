@@ -20,6 +20,7 @@ _EXPORTS = {
     "ExitResult": "pyexec.process",
     "ResourceUsage": "pyexec.stats",
     "new_executor": "pyexec.executor",
+    "reattach": "pyexec.handles",
     "Executor": "pyexec.executor",
     "PyexecError": "pyexec.errors",
     "ConfigError": "pyexec.errors",

@@ -1,9 +1,9 @@
 """cffi build script of the C shim (``pyexec._shim``), run by setup.py's cffi_modules.
 
-The cdef is read from the BEGIN/END CDEF region of csrc/pyexec.h, so the
-structures and PX_* constants are written once, in that header. Kernel and libc
-constants the Python side needs are declared with ``...``: cffi takes their
-values from the system headers at compile time.
+The cdef is read from the BEGIN/END CDEF regions of csrc/pyexec.h and
+csrc/logmon.h, so the structures and PX_* constants are written once, in those
+headers. Kernel and libc constants the Python side needs are declared with
+``...``: cffi takes their values from the system headers at compile time.
 """
 from __future__ import annotations
 
@@ -44,19 +44,26 @@ _PRELUDE = """
 #include <sys/mount.h>
 #include <sys/capability.h>
 #include "pyexec.h"
+#include "logmon.h"
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
 """
 
 
-def shared_cdef() -> str:
-    text = (CSRC / "pyexec.h").read_text()
-    match = re.search(r"/\* BEGIN CDEF \*/(.*)/\* END CDEF \*/", text, re.S)
-    if not match:
-        raise RuntimeError("csrc/pyexec.h has no BEGIN CDEF / END CDEF region")
-    # cffi's parser takes no comments on #define lines.
-    return re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S)
+HEADERS = ("pyexec.h", "logmon.h")  # their CDEF regions, in this order
+
+
+def shared_cdef(headers: "tuple[str, ...]" = HEADERS) -> str:
+    parts = []
+    for header in headers:
+        text = (CSRC / header).read_text()
+        match = re.search(r"/\* BEGIN CDEF \*/(.*)/\* END CDEF \*/", text, re.S)
+        if not match:
+            raise RuntimeError(f"csrc/{header} has no BEGIN CDEF / END CDEF region")
+        # cffi's parser takes no comments on #define lines.
+        parts.append(re.sub(r"/\*.*?\*/", "", match.group(1), flags=re.S))
+    return "\n".join(parts)
 
 
 ffibuilder = FFI()
@@ -64,7 +71,7 @@ ffibuilder.cdef(shared_cdef() + _SYSTEM_CONSTANTS)
 ffibuilder.set_source(
     "pyexec._shim",
     _PRELUDE,
-    sources=[str((CSRC / "nsenter.c").relative_to(ROOT))],
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in ("nsenter.c", "logmon.c")],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     libraries=["cap"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],

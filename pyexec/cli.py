@@ -108,7 +108,8 @@ def build_command(args: argparse.Namespace, task_dir: str) -> ExecCommand:
         namespaces.discard("net")
     isolation = Isolation(namespaces=frozenset(namespaces), rootfs=args.rootfs, hostname=args.hostname,
                           mounts=tuple(_parse_mount(m) for m in args.mount))
-    return ExecCommand(argv=cmd, task_dir=task_dir, name=args.name, env=_parse_env(args.env),
+    # A foreground command: the task must not outlive pyexec run (kill -9 included).
+    return ExecCommand(argv=cmd, task_dir=task_dir, name=args.name, env=_parse_env(args.env), kill_on_caller_exit=True,
                        cwd=args.workdir, user=args.user, stdio_fds=(0, 1, 2),
                        resources=Resources(memory=args.memory, pids=args.pids, cpus=args.cpus),
                        isolation=isolation)
@@ -150,11 +151,21 @@ def run(args: argparse.Namespace) -> int:
         if args.name is None:
             cmd = dataclasses.replace(cmd, name=f"run-{os.getpid()}")
         executor = new_executor(args.executor)
-        executor.launch(cmd)
-        previous = {}
-        for sig in FORWARDED_SIGNALS:
-            previous[sig] = signal.signal(sig, lambda num, frame: executor.signal(num))
+        # Handlers go in before the launch: a signal that arrives while the
+        # task starts is held and delivered once it runs, never lost.
+        pending: List[int] = []
+
+        def forward(num: int, frame: object) -> None:
+            if executor.pid is None:
+                pending.append(num)
+            else:
+                executor.signal(num)
+
+        previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
         try:
+            executor.launch(cmd)
+            for num in pending:
+                executor.signal(num)
             result = executor.wait()
         finally:
             for sig, handler in previous.items():

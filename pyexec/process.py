@@ -16,7 +16,7 @@ import signal as _signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Protocol
+from typing import Callable, Dict, Optional, Protocol, Tuple
 
 from .stats.usage import CpuUsage, ResourceUsage
 
@@ -217,21 +217,27 @@ class TaskProcess:
         buffer[:] = data
         return record
 
+    def _exit_status(self) -> Tuple[int, Optional[ResourceUsage], float]:
+        """(raw wait status, usage, finished_at) of the exited process: reaped
+        here with wait4; the monitor's record, when there is one, wins."""
+        finished_at = time.time()
+        usage = None
+        try:
+            _, status, rusage = os.wait4(self.pid, 0)
+            usage = rusage_usage(rusage.ru_utime, rusage.ru_stime, finished_at)
+        except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
+            status = 0
+        record = self._read_task_exit()
+        if record is not None:
+            status = record.status
+            usage = rusage_usage(record.utime_us / 1e6, record.stime_us / 1e6, finished_at)
+        return status, usage, finished_at
+
     def _reap(self) -> ExitResult:
         with self._lock:
             if self._result is not None:
                 return self._result
-            finished_at = time.time()
-            usage = None
-            try:
-                _, status, rusage = os.wait4(self.pid, 0)
-                usage = rusage_usage(rusage.ru_utime, rusage.ru_stime, finished_at)
-            except ChildProcessError:  # reaped behind our back (SIGCHLD set to SIG_IGN)
-                status = 0
-            record = self._read_task_exit()
-            if record is not None:
-                status = record.status
-                usage = rusage_usage(record.utime_us / 1e6, record.stime_us / 1e6, finished_at)
+            status, usage, finished_at = self._exit_status()
             exit_code, sig = decode_wait_status(status)
             result = ExitResult(exit_code=exit_code, signal=sig, oom_killed=False,
                                 started_at=self.started_at, finished_at=finished_at, usage=usage)

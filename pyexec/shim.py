@@ -8,7 +8,6 @@ benchexec's libc layer.
 """
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -41,6 +40,22 @@ class CapabilitySets:
 
 
 @dataclass
+class MonitorPlan:
+    """What the init's successor, pyexec-monitor, gets (fds are the caller's;
+    -1 = not used). See the PX_MON_FD_* numbers in csrc/pyexec.h."""
+
+    exe_fd: int                      # O_PATH fd of the pyexec-monitor executable
+    state_dir_fd: int = -1
+    log_dir_fd: int = -1
+    stdout_fd: int = -1              # read end of the task's stdout pipe
+    stderr_fd: int = -1
+    lifeline_fd: int = -1            # read end of the caller's lifeline pipe
+    log_name: str = "task"
+    log_max_size: int = 10 << 20
+    log_max_files: int = 10
+
+
+@dataclass
 class SpawnPlan:
     """Everything the child does, decided in advance; see csrc/pyexec.h for meanings."""
 
@@ -51,6 +66,7 @@ class SpawnPlan:
     clone_flags: int = 0
     use_init: bool = False
     subreaper: bool = False
+    monitor: Optional["MonitorPlan"] = None  # required with use_init
     wait_for_parent: bool = False
     cgroup_fd: int = -1
     hostname: Optional[str] = None
@@ -102,19 +118,6 @@ class _Keep:
         array = ffi.new("char *[]", pointers)
         self.items.append(array)
         return array
-
-
-@functools.lru_cache(maxsize=None)
-def caller_areas() -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """(arg_start, arg_end), (env_start, env_end) of this process, from /proc/self/stat."""
-    try:
-        with open("/proc/self/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        # Fields 48-51 of proc(5); the split starts at field 3 (state).
-        values = [int(fields[i - 3]) for i in (48, 49, 50, 51)]
-    except (OSError, IndexError, ValueError):
-        return (0, 0), (0, 0)
-    return (values[0], values[1]), (values[2], values[3])
 
 
 def _fill(plan: SpawnPlan, keep: _Keep):
@@ -169,10 +172,18 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         cfg.cap_inheritable = caps.inheritable
         cfg.cap_ambient = caps.ambient
     cfg.no_new_privs = int(plan.no_new_privs)
+    cfg.monitor_exe_fd = -1
+    cfg.monitor_fds = [-1] * 6
     if plan.use_init:
-        args, env = caller_areas()
-        cfg.caller_args = list(args)
-        cfg.caller_env = list(env)
+        mon = plan.monitor
+        if mon is None:
+            raise ValueError("use_init needs a MonitorPlan")
+        cfg.monitor_exe_fd = mon.exe_fd
+        # [0] is the status pipe, which px_spawn makes itself.
+        cfg.monitor_fds = [-1, mon.state_dir_fd, mon.log_dir_fd, mon.stdout_fd, mon.stderr_fd, mon.lifeline_fd]
+        cfg.log_name = keep.str(mon.log_name)
+        cfg.log_max_size = mon.log_max_size
+        cfg.log_max_files = mon.log_max_files
     if plan.capabilities is None:
         from .caps import last_cap
         cfg.last_cap = last_cap()

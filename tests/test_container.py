@@ -317,19 +317,21 @@ def test_shutdown_leaves_none_of_the_tasks_children(executors, task_dir):
     assert left == []
 
 
-def test_without_a_pid_namespace_shutdown_kills_the_process_group(executors, task_dir):
+def test_without_a_pid_namespace_the_monitor_is_a_subreaper_and_shutdown_kills_all(executors, task_dir):
     before = {p.pid for p in _sleepers()}
     ex = launch(executors, task_dir, "sleep 1000 & sleep 1000 & echo $$ > /local/pids; ls /proc > /local/procs; "
                 "mv /local/pids /local/ready; wait",
                 isolation=Isolation(namespaces={"mnt", "uts"}))
     ready = task_dir / "local" / "ready"
     wait_for(lambda: ready.exists() and ready.read_text(), what="the task to start")
-    assert int(ready.read_text()) == ex.pid                # host pids: no init in between
+    shell = int(ready.read_text())                         # a host pid: no pid namespace
+    assert psutil.Process(shell).ppid() == ex.pid          # the monitor is the task's parent
+    assert psutil.Process(ex.pid).name() == "pyexec-monitor"
     host_pids = {int(p) for p in (task_dir / "local" / "procs").read_text().split() if p.isdigit()}
     assert os.getpid() in host_pids                        # the host's processes are visible
     children = [p for p in _sleepers() if p.pid not in before]
     assert len(children) == 2
-    assert all(p.ppid() == ex.pid for p in children)
+    assert all(p.ppid() == shell for p in children)
     result = ex.shutdown(grace=2)
     assert result.signal == signal.SIGTERM
     for child in children:                                 # orphans of the dead shell: gone too

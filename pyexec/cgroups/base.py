@@ -376,6 +376,13 @@ class CgroupManager(abc.ABC):
         self._previous_cpu = (time.monotonic(), 0.0)
         self._highest_usage = None
 
+    def adopt(self) -> None:
+        """Take over a cgroup another process created (reattach): its limits
+        are not known here (``resources`` is empty) and the first sample has
+        no cpu percent, since no earlier one exists."""
+        self._previous_cpu = None
+        self._highest_usage = None
+
     def stats(self) -> ResourceUsage:
         """A usage sample. ``cpu.percent`` covers the time since the previous
         sample (the first: since create()); ``memory.max_usage`` falls back to

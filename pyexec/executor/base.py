@@ -14,7 +14,7 @@ import logging
 import os
 import signal as _signal
 import threading
-from typing import AsyncIterator, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 from ..config import ExecCommand
 from ..users import TaskUser
@@ -44,7 +44,7 @@ class Executor(abc.ABC):
         if not isinstance(cmd, ExecCommand):
             raise TypeError(f"launch() takes an ExecCommand, not {type(cmd).__name__}")
         with self._launch_lock:
-            if self._cmd is not None:
+            if self._cmd is not None or self._proc is not None:
                 raise PyexecError("this executor has already launched a task; make a new one")
             self._cmd = cmd
             try:
@@ -53,6 +53,16 @@ class Executor(abc.ABC):
                 self._cmd = None
                 raise
         return ProcessState(pid=self._proc.pid, started_at=self._proc.started_at)
+
+    def handle(self) -> Dict[str, Any]:
+        """A small JSON-serialisable value from which ``pyexec.reattach()``
+        rebuilds this executor, in this or any later process, while the task
+        runs and after it ended (its exit is recorded)."""
+        raise PyexecError(f"the {self.kind} executor cannot hand its task over (it has no monitor)")
+
+    def _adopt(self, handle: Dict[str, Any]) -> None:
+        """Take over the task of a parsed handle (``pyexec.reattach``)."""
+        raise PyexecError(f"the {self.kind} executor cannot take a task over (it has no monitor)")
 
     @property
     def pid(self) -> Optional[int]:
@@ -224,26 +234,42 @@ def _check_interval(interval: float) -> None:
 class StdioFiles:
     """The task's stdin/stdout/stderr fds, opened by us or given by the caller.
 
-    Default: stdin from /dev/null, stdout/stderr appended to
-    ``task_dir/logs/<name>.stdout.0`` / ``.stderr.0`` (rotation is the logmon's).
+    Default: stdin from /dev/null. stdout/stderr without a path or fd go to
+    ``task_dir/logs``: with ``log_pipes`` through a pipe each whose read end
+    (``log_fds``) the task's monitor turns into rotated files
+    (``<name>.stdout.N``); without, appended to ``<name>.stdout.0`` directly.
     """
 
-    def __init__(self, cmd: ExecCommand) -> None:
+    def __init__(self, cmd: ExecCommand, log_pipes: bool = False) -> None:
         self._opened: List[int] = []
+        self.log_fds: List[int] = [-1, -1]
+        self.log_dir: Optional[str] = None
         given = cmd.stdio_fds or (None, None, None)
         logs = os.path.join(cmd.task_dir, "logs")
         try:
-            self.fds: Tuple[int, int, int] = (
-                given[0] if given[0] is not None else self._open("stdin_path", cmd.stdin_path or os.devnull,
-                                                                 os.O_RDONLY),
-                given[1] if given[1] is not None else self._open_log("stdout_path", cmd.stdout_path, logs,
-                                                                     f"{cmd.name}.stdout.0"),
-                given[2] if given[2] is not None else self._open_log("stderr_path", cmd.stderr_path, logs,
-                                                                     f"{cmd.name}.stderr.0"),
-            )
+            stdin = given[0] if given[0] is not None else self._open("stdin_path", cmd.stdin_path or os.devnull,
+                                                                     os.O_RDONLY)
+            out = []
+            for index, stream in ((1, "stdout"), (2, "stderr")):
+                path = getattr(cmd, f"{stream}_path")
+                if given[index] is not None:
+                    out.append(given[index])
+                elif path is None and log_pipes:
+                    out.append(self._log_pipe(index - 1, logs))
+                else:
+                    out.append(self._open_log(f"{stream}_path", path, logs, f"{cmd.name}.{stream}.0"))
+            self.fds: Tuple[int, int, int] = (stdin, out[0], out[1])
         except BaseException:
             self.close()
             raise
+
+    def _log_pipe(self, slot: int, logs: str) -> int:
+        os.makedirs(logs, exist_ok=True)
+        self.log_dir = logs
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        self._opened += [read_end, write_end]
+        self.log_fds[slot] = read_end
+        return write_end
 
     def _open(self, field: str, path: str, flags: int) -> int:
         try:

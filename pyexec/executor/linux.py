@@ -21,13 +21,14 @@ import shutil
 import signal
 import time
 import uuid
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..cgroups import CgroupManager, new_manager, task_names
 from ..config import ExecCommand, Resources, rlimit_number
-from ..errors import ConfigError, TaskExitedError
+from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExitResult, TaskProcess
-from ..shim import Child, SpawnPlan, release, spawn, wait_exec
+from ..handles import AdoptedProcess, make_handle, open_identified
+from ..shim import Child, MonitorPlan, SpawnPlan, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STATE_ROOT = "/run/pyexec"
 STATE_FILE = "task.json"
+MONITOR_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyexec-monitor")
 KILL_TIMEOUT = 5.0  # seconds to empty a task without a cgroup before giving up
 
 def rlimit_plan(rlimits: Mapping[str, Tuple[int, int]]) -> List[Tuple[int, int, int, str]]:
@@ -85,6 +87,7 @@ class LinuxExecutor(Executor):
         self._collector: Optional[PidCollector] = None
         self._process_sampler: Optional[PidCollector] = None
         self._init_used = False
+        self._lifeline: Optional[int] = None  # write end: closing it (or dying) kills the task
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
 
@@ -107,6 +110,7 @@ class LinuxExecutor(Executor):
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
+        fds: List[int] = []  # ours to close once the child has its copies
         try:
             self._made_task_dir = prepare_task_dir(str(cmd.task_dir))
             # The state directory exists before the cgroup and outlives it, so
@@ -114,8 +118,10 @@ class LinuxExecutor(Executor):
             self._state_dir = os.path.join(self.state_root, self.task_id)
             os.makedirs(self._state_dir, mode=0o700)
             self._prepare(cmd, plan, self._state_dir)
-            stdio = StdioFiles(cmd)
+            stdio = StdioFiles(cmd, log_pipes=plan.use_init)
             plan.stdio = stdio.fds
+            if plan.use_init:
+                plan.monitor = self._monitor_plan(cmd, stdio, fds)
             cgroup_fd = None
             if use_cgroup:
                 self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent)
@@ -144,12 +150,72 @@ class LinuxExecutor(Executor):
         finally:
             if stdio is not None:
                 stdio.close()
+            for fd in fds:
+                os.close(fd)
         self._init_used = plan.use_init
         if self._cgroup is None:
             # The init is a copy of the caller: its rss would count the caller's pages.
             self._collector = PidCollector(child.pid, cache_seconds=1.0, include_root=not plan.use_init)
         log.debug("task %s launched as pid %d", self.task_id, child.pid)
         return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
+
+    def _monitor_plan(self, cmd: ExecCommand, stdio: StdioFiles, fds: List[int]) -> MonitorPlan:
+        """The monitor's inputs: its executable, the state and log directories
+        by fd (it works after pivot_root), the log pipes, and the lifeline whose
+        write end this executor keeps when the task must die with the caller."""
+        def opened(path: str, flags: int) -> int:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+            fds.append(fd)
+            return fd
+
+        try:
+            exe_fd = opened(MONITOR_PATH, os.O_PATH)
+        except FileNotFoundError:
+            raise LaunchError("monitor", MONITOR_PATH, errno.ENOENT,
+                              "missing: pyexec is not built (pip install .)") from None
+        assert self._state_dir is not None
+        plan = MonitorPlan(exe_fd=exe_fd, state_dir_fd=opened(self._state_dir, os.O_RDONLY | os.O_DIRECTORY),
+                           stdout_fd=stdio.log_fds[0], stderr_fd=stdio.log_fds[1], log_name=str(cmd.name),
+                           log_max_size=int(cmd.log_config.max_file_size),
+                           log_max_files=cmd.log_config.max_files)
+        if stdio.log_dir is not None:
+            plan.log_dir_fd = opened(stdio.log_dir, os.O_RDONLY | os.O_DIRECTORY)
+        if cmd.kill_on_caller_exit:
+            read_end, self._lifeline = os.pipe2(os.O_CLOEXEC)
+            fds.append(read_end)
+            plan.lifeline_fd = read_end
+        return plan
+
+    # -- handing over ------------------------------------------------------
+    def handle(self) -> Dict[str, Any]:
+        proc = self._running()
+        if proc.result is not None:
+            raise TaskExitedError("the task has exited; there is nothing to hand over")
+        assert self.task_id is not None
+        return make_handle(self.kind, self.task_id, self.state_root, self.cgroup_parent, proc.pid,
+                           proc.started_at)
+
+    def _adopt(self, handle: Dict[str, Any]) -> None:
+        with self._launch_lock:
+            if self._cmd is not None or self._proc is not None:
+                raise PyexecError("this executor already has a task; reattach with a new one")
+            task_id = handle["task_id"]
+            state_dir = os.path.join(self.state_root, task_id)
+            if not os.path.isdir(state_dir):
+                raise TaskExitedError(f"task {task_id} is gone: {state_dir} was removed (another caller "
+                                      f"took it over and saw it end, or it was cleaned)")
+            self.task_id, self._state_dir = task_id, state_dir
+            if task_id in task_names(self.cgroup_parent):
+                self._cgroup = new_manager(task_id, Resources(), parent=self.cgroup_parent)
+                self._cgroup.adopt()
+            pidfd = open_identified(handle["pid"], handle["pid_start"], handle["boot_id"])
+            self._init_used = True
+            if self._cgroup is None and pidfd >= 0:
+                self._collector = PidCollector(handle["pid"], cache_seconds=1.0, include_root=False)
+            self._proc = AdoptedProcess(handle["pid"], pidfd, state_dir, handle["started_at"],
+                                        on_exit=self._on_exit)
+            log.debug("reattached to task %s (monitor pid %d, %s)", task_id, handle["pid"],
+                      "running" if pidfd >= 0 else "ended")
 
     def _write_state(self, pid: int, started_at: float) -> None:
         assert self._state_dir is not None and self.task_id is not None
@@ -299,6 +365,9 @@ class LinuxExecutor(Executor):
 
     def _teardown(self) -> None:
         """Remove what launch made; safe to call more than once."""
+        lifeline, self._lifeline = self._lifeline, None
+        if lifeline is not None:
+            os.close(lifeline)
         cgroup, self._cgroup = self._cgroup, None
         if cgroup is not None:
             cgroup.destroy()  # kills whatever is left first
