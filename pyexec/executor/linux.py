@@ -28,6 +28,7 @@ from ..config import ExecCommand, Resources, rlimit_number
 from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExitResult, TaskProcess
 from ..handles import AdoptedProcess, make_handle, open_identified
+from ..logmon import RotatingLog
 from ..shim import Child, MonitorPlan, SpawnPlan, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
@@ -180,6 +181,11 @@ class LinuxExecutor(Executor):
                            log_max_files=cmd.log_config.max_files)
         if stdio.log_dir is not None:
             plan.log_dir_fd = opened(stdio.log_dir, os.O_RDONLY | os.O_DIRECTORY)
+            # The files exist (and rotate once, if a restart asks) before launch
+            # returns; the monitor opens the same index right after.
+            for slot, stream in enumerate(("stdout", "stderr")):
+                if stdio.log_fds[slot] >= 0:
+                    RotatingLog(stdio.log_dir, f"{cmd.name}.{stream}", cmd.log_config).close()
         if cmd.kill_on_caller_exit:
             read_end, self._lifeline = os.pipe2(os.O_CLOEXEC)
             fds.append(read_end)
