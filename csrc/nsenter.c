@@ -69,6 +69,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -416,6 +418,16 @@ static void exec_search(const struct px_config *cfg)
     fail(PX_STEP_EXEC, saved, prog);
 }
 
+/* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
+ * may forbid what the earlier steps need. Without no_new_privs the kernel
+ * wants CAP_SYS_ADMIN for it, which a non-root task no longer has. */
+static void load_seccomp(const struct px_config *cfg)
+{
+    struct sock_fprog prog = {(unsigned short)cfg->seccomp_len, (struct sock_filter *)cfg->seccomp_filter};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        fail(PX_STEP_SECCOMP, errno, "seccomp");
+}
+
 static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
 {
     if (setsid() < 0)
@@ -441,6 +453,8 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
     reset_signals();
     /* Anything a library opened without O_CLOEXEC must not reach the task. */
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (cfg->seccomp_filter && cfg->seccomp_len > 0)
+        load_seccomp(cfg);
     exec_search(cfg);
     _exit(127); /* not reached */
 }
@@ -707,6 +721,8 @@ const char *px_step_name(int step)
     case PX_STEP_REMOUNT: return "remount";
     case PX_STEP_OOM_SCORE: return "oom_score_adj";
     case PX_STEP_MONITOR: return "monitor";
+    case PX_STEP_SECCOMP: return "seccomp";
+    case PX_STEP_SETNS: return "setns";
     default: return "setup";
     }
 }

@@ -39,6 +39,8 @@
 #define PX_STEP_REMOUNT      23
 #define PX_STEP_OOM_SCORE    24
 #define PX_STEP_MONITOR      25   /* exec of the pyexec-monitor executable */
+#define PX_STEP_SECCOMP      26   /* loading the seccomp filter, the last step before exec */
+#define PX_STEP_SETNS        27   /* joining a running task's namespaces (exec into it) */
 
 /* The monitor (csrc/monitor.c) finds its inputs at these fds (closed = not used). */
 #define PX_MON_FD_STATUS     3    /* write end of the status pipe to the launching caller */
@@ -67,6 +69,14 @@
 #define PX_BIND_OPTIONAL   4   /* a missing source is skipped, not an error */
 
 #define PX_GO 71              /* the byte the parent writes to release the child ('G') */
+
+/* One classic BPF instruction: the layout of the kernel's struct sock_filter. */
+struct px_bpf_insn {
+    uint16_t code;
+    uint8_t jt;
+    uint8_t jf;
+    uint32_t k;
+};
 
 struct px_mount_op {
     int kind;
@@ -122,6 +132,10 @@ struct px_config {
     uint64_t cap_ambient;
 
     int no_new_privs;
+    const struct px_bpf_insn *seccomp_filter; /* loaded last, after no_new_privs; NULL: none */
+    int seccomp_len;
+    int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,
+                                 clone_flags) replaces new namespaces and the mount plan */
     int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
     int set_oom_score;
     int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */

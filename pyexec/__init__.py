@@ -16,6 +16,7 @@ _EXPORTS = {
     "Isolation": "pyexec.config",
     "Mount": "pyexec.config",
     "LogConfig": "pyexec.config",
+    "Device": "pyexec.config",
     "ProcessState": "pyexec.process",
     "ExitResult": "pyexec.process",
     "ResourceUsage": "pyexec.stats",

@@ -244,6 +244,22 @@ def _normalise_idmap(field_name: str, value: Optional[IdMap]) -> Optional[Tuple[
 
 
 @dataclass(frozen=True)
+class Device:
+    """A host device node given to the task at the same path, with cgroup
+    access ``permissions`` (r read, w write, m mknod), like ``Device("/dev/fuse", "rwm")``."""
+
+    path: str
+    permissions: str = "rwm"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.startswith("/dev/") or ".." in self.path.split("/"):
+            raise ConfigError("devices.path", self.path, "must be a path under /dev/")
+        if not isinstance(self.permissions, str) or not self.permissions or \
+                set(self.permissions) - set("rwm") or len(set(self.permissions)) != len(self.permissions):
+            raise ConfigError("devices.permissions", self.permissions, "must be letters of 'rwm'")
+
+
+@dataclass(frozen=True)
 class Isolation:
     """How the task is isolated from the host. The defaults are a hardened container.
 
@@ -266,9 +282,27 @@ class Isolation:
     rlimits: Mapping[str, Any] = field(default_factory=dict)
     uid_map: Optional[IdMap] = None
     gid_map: Optional[IdMap] = None
+    #: "default" (a filter with the effect of Docker's default profile), None
+    #: (no filter) or the path of an OCI/Docker JSON profile.
+    seccomp: Optional[str] = "default"
+    #: Device nodes beyond the default set (null zero full random urandom tty, pts, ptmx).
+    devices: Tuple["Device", ...] = ()
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        if self.seccomp is not None and self.seccomp != "default":
+            if not isinstance(self.seccomp, (str, os.PathLike)) or not os.path.isabs(os.fspath(self.seccomp)):
+                raise ConfigError("seccomp", self.seccomp, "must be 'default', None or the absolute path of a profile")
+            if not os.path.isfile(self.seccomp):
+                raise ConfigError("seccomp", self.seccomp, "is not a file")
+            put(self, "seccomp", os.fspath(self.seccomp))
+        devices = tuple(self.devices)
+        for device in devices:
+            if not isinstance(device, Device):
+                raise ConfigError("devices", device, "is not a Device")
+        if devices and "mnt" not in self.namespaces and "mount" not in self.namespaces:
+            raise ConfigError("devices", [d.path for d in devices], "need the 'mnt' namespace")
+        put(self, "devices", devices)
         namespaces = self.namespaces
         if isinstance(namespaces, str) or not hasattr(namespaces, "__iter__"):
             raise ConfigError("namespaces", namespaces, "must be a set of namespace names")

@@ -77,6 +77,8 @@ class SpawnPlan:
     credentials: Optional[Credentials] = None
     capabilities: Optional[CapabilitySets] = None
     no_new_privs: bool = True
+    seccomp_filter: Optional[bytes] = None   # packed struct px_bpf_insn array (pyexec.seccomp)
+    join_pidfd: int = -1                     # exec into the task of this pidfd (setns)
     oom_score_adj: Optional[int] = None
     stdio: Tuple[int, int, int] = (-1, -1, -1)
     cwd: Optional[str] = None
@@ -172,6 +174,18 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         cfg.cap_inheritable = caps.inheritable
         cfg.cap_ambient = caps.ambient
     cfg.no_new_privs = int(plan.no_new_privs)
+    cfg.seccomp_filter = ffi.NULL
+    cfg.seccomp_len = 0
+    if plan.seccomp_filter:
+        size = ffi.sizeof("struct px_bpf_insn")
+        if len(plan.seccomp_filter) % size:
+            raise ValueError("seccomp_filter is not a whole number of BPF instructions")
+        insns = ffi.new("struct px_bpf_insn[]", len(plan.seccomp_filter) // size)
+        ffi.memmove(insns, plan.seccomp_filter, len(plan.seccomp_filter))
+        keep.items.append(insns)
+        cfg.seccomp_filter = insns
+        cfg.seccomp_len = len(plan.seccomp_filter) // size
+    cfg.join_pidfd = plan.join_pidfd
     cfg.monitor_exe_fd = -1
     cfg.monitor_fds = [-1] * 6
     if plan.use_init:
