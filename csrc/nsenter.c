@@ -469,6 +469,25 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
  * the task), and at most CAP_KILL kept, which the monitor inherits through the
  * bounding set: enough to forward signals to a task running as another user.
  */
+/*
+ * Stage: in a new user namespace (its maps written by the parent before the
+ * go), become its root. Until then the child is the caller's host uid, which
+ * the namespace does not map: it could not create a file (EOVERFLOW), and the
+ * monitor would lose CAP_KILL there across its exec.
+ */
+static void become_userns_root(const struct px_config *cfg)
+{
+    if (!(cfg->clone_flags & CLONE_NEWUSER))
+        return;
+    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+        syscall(SYS_setresuid, 0, 0, 0) < 0)
+        fail(PX_STEP_SETUID, errno, "root of the user namespace");
+    /* The uid change made us non-dumpable, which gives our /proc files to the
+     * host's root: the task could not write its own oom_score_adj. The init
+     * turns this off again once the task runs (harden_init). */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
 static void harden_init(const struct px_config *cfg)
 {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -569,6 +588,7 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
             _exit(1); /* the parent gave up or died: start nothing */
         close(sync_fd);
     }
+    become_userns_root(cfg);
     if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
         fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
     if (cfg->loopback_up)

@@ -243,6 +243,33 @@ def _normalise_idmap(field_name: str, value: Optional[IdMap]) -> Optional[Tuple[
     return tuple(out)  # type: ignore[return-value]
 
 
+#: The host range the task's ids map to when "user" is asked for without maps
+#: and /etc/subuid (/etc/subgid) names no range for root: 65536 ids from 100000.
+DEFAULT_SUBID_RANGE = (100000, 65536)
+
+
+def default_idmap(subid_file: str, owner: str = "root") -> Tuple[Tuple[int, int, int], ...]:
+    """((0, first, count),) from ``owner``'s first range in /etc/subuid or
+    /etc/subgid (``name:first:count`` lines), else DEFAULT_SUBID_RANGE."""
+    try:
+        with open(subid_file) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] in (owner, "0") and parts[1].isdigit() and parts[2].isdigit():
+                    return ((0, int(parts[1]), int(parts[2])),)
+    except OSError:
+        pass
+    return ((0,) + DEFAULT_SUBID_RANGE,)
+
+
+def host_id(idmap: Tuple[Tuple[int, int, int], ...], inside: int) -> Optional[int]:
+    """The host id that ``inside`` maps to, or None when it is not mapped."""
+    for start, outside, count in idmap:
+        if start <= inside < start + count:
+            return outside + inside - start
+    return None
+
+
 @dataclass(frozen=True)
 class Device:
     """A host device node given to the task at the same path, with cgroup
@@ -346,7 +373,11 @@ class Isolation:
         if (self.uid_map or self.gid_map) and "user" not in names:
             raise ConfigError("uid_map", self.uid_map or self.gid_map, "needs the 'user' namespace")
         if "user" in names:
-            raise ConfigError("namespaces", "user", "is not supported yet (user namespaces land with issue 5)")
+            for field_name, subid in (("uid_map", "/etc/subuid"), ("gid_map", "/etc/subgid")):
+                value = getattr(self, field_name) or default_idmap(subid)
+                if not any(inside <= 0 < inside + count for inside, _, count in value):
+                    raise ConfigError(field_name, value, "must map id 0 (the task's root, and its monitor)")
+                put(self, field_name, value)
 
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")

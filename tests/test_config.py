@@ -40,8 +40,8 @@ CASES = [
      "is not a namespace"),
     ("namespaces as a string", lambda: Isolation(namespaces="pid"), "namespaces", "pid",
      "must be a set of namespace names"),
-    ("user namespace not yet", lambda: Isolation(namespaces={"mnt", "user"}), "namespaces", "user",
-     "is not supported yet"),
+    ("uid 0 unmapped", lambda: Isolation(namespaces={"mnt", "user"}, uid_map=[(1, 100000, 10)]), "uid_map",
+     ((1, 100000, 10),), "must map id 0"),
     ("unknown capability", lambda: Isolation(capabilities=["NOPE"]), "capabilities", "CAP_NOPE",
      "is not a capability this kernel knows"),
     ("capabilities as a string", lambda: Isolation(capabilities="CAP_KILL"), "capabilities", "CAP_KILL",
@@ -217,3 +217,19 @@ def test_error_types():
     error = LaunchError("exec", "/nope", 2)
     assert (str(error), error.errno, error.step, error.path) == (
         "exec /nope: No such file or directory", 2, "exec", "/nope")
+
+
+def test_user_namespace_maps_default_to_a_subordinate_range():
+    iso = Isolation(namespaces={"mnt", "pid", "user"})
+    assert iso.uid_map == iso.gid_map == ((0, 100000, 65536),) or iso.uid_map[0][0] == 0
+    given = Isolation(namespaces={"user"}, uid_map=[(0, 200000, 1000)], gid_map=[(0, 300000, 1000)])
+    assert given.uid_map == ((0, 200000, 1000),) and given.gid_map == ((0, 300000, 1000),)
+
+
+def test_default_idmap_reads_the_owners_range(tmp_path):
+    from pyexec.config import default_idmap, host_id
+    subuid = tmp_path / "subuid"
+    subuid.write_text("alice:100000:65536\nroot:400000:5000\n")
+    assert default_idmap(str(subuid)) == ((0, 400000, 5000),)
+    assert default_idmap(str(tmp_path / "missing")) == ((0, 100000, 65536),)
+    assert host_id(((0, 400000, 5000),), 0) == 400000 and host_id(((0, 400000, 5000),), 5000) is None

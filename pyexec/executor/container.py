@@ -14,10 +14,10 @@ import prctl
 
 from .. import _shim
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
-from ..config import DEFAULT_PATH, ExecCommand
-from ..errors import ConfigError
+from ..config import DEFAULT_PATH, ExecCommand, host_id
+from ..errors import ConfigError, LaunchError
 from ..rootfs import plan_mounts
-from ..shim import CapabilitySets, Credentials, SpawnPlan
+from ..shim import CapabilitySets, Child, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
 from .base import user_environment
 from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
@@ -75,7 +75,34 @@ class ContainerExecutor(LinuxExecutor):
             no_new_privs=isolation.no_new_privs,
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
+            wait_for_parent="user" in isolation.namespaces,  # for the id maps
         )
+
+    def _before_release(self, cmd: ExecCommand, child: Child) -> None:
+        isolation = cmd.isolation
+        if "user" not in isolation.namespaces:
+            return
+        assert isolation.uid_map is not None and isolation.gid_map is not None
+        # The task's root is an unprivileged host id: what it must write (its
+        # monitor's exit record and logs, /local) becomes that id's.
+        owner = (host_id(isolation.uid_map, 0), host_id(isolation.gid_map, 0))
+        assert self._state_dir is not None
+        paths = [self._state_dir, os.path.join(self._state_dir, "root"), os.path.join(str(cmd.task_dir), "local")]
+        logs = os.path.join(str(cmd.task_dir), "logs")
+        if os.path.isdir(logs):
+            paths.append(logs)
+            paths += [os.path.join(logs, name) for name in os.listdir(logs)
+                      if name.startswith(f"{cmd.name}.std")]
+        for path in paths:
+            if os.path.lexists(path):
+                os.lchown(path, *owner)
+        for name, idmap in (("uid_map", isolation.uid_map), ("gid_map", isolation.gid_map)):
+            text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in idmap)
+            try:
+                with open(f"/proc/{child.pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as exc:
+                raise LaunchError(name, text.strip(), exc.errno or 0) from None
 
     def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
         if "mnt" in cmd.isolation.namespaces:

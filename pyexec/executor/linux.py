@@ -100,6 +100,10 @@ class LinuxExecutor(Executor):
     def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
         """Add to the plan what needs the state directory (mount points)."""
 
+    def _before_release(self, cmd: ExecCommand, child: Child) -> None:
+        """The child is cloned and waits (``plan.wait_for_parent``): last words
+        before it runs (the container executor writes user-namespace id maps)."""
+
     def _use_cgroup(self, cmd: ExecCommand) -> bool:
         """Whether this task gets a cgroup (the container executor: always)."""
         return True
@@ -131,15 +135,16 @@ class LinuxExecutor(Executor):
                 # child waits until we have written its pid into every hierarchy.
                 cgroup_fd = self._cgroup.open_dir_fd()
                 plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
-                plan.wait_for_parent = cgroup_fd is None
+                plan.wait_for_parent = plan.wait_for_parent or cgroup_fd is None
             started_at = time.time()
             try:
                 child = spawn_into_cgroup(plan)
             finally:
                 if cgroup_fd is not None:
                     os.close(cgroup_fd)
-            if plan.wait_for_parent and self._cgroup is not None:
+            if self._cgroup is not None and plan.cgroup_fd < 0:
                 self._cgroup.add_pid(child.pid)
+            self._before_release(cmd, child)
             release(child)
             wait_exec(child)
             self._write_state(child.pid, started_at)
