@@ -70,6 +70,10 @@ def _kernel_filesystems(root: str, cmd: ExecCommand) -> List[MountOp]:
     ops = _mount("proc", f"{root}/proc", _NOSUID_NODEV_NOEXEC)
     ops += _mount("tmpfs", f"{root}/dev", lib.MS_NOSUID | lib.MS_STRICTATIME, "mode=755,size=65536k")
     ops += [_bind(f"/dev/{node}", f"{root}/dev/{node}", readonly=False, optional=True) for node in DEV_NODES]
+    for device in cmd.isolation.devices:  # the host's node at the same path
+        parts = device.path.split("/")[2:-1]  # directories below /dev, e.g. net of /dev/net/tun
+        ops += [MountOp(lib.PX_OP_MKDIR, f"{root}/dev/" + "/".join(parts[:i])) for i in range(1, len(parts) + 1)]
+        ops.append(_bind(device.path, f"{root}{device.path}", readonly=False))
     ops += _mount("devpts", f"{root}/dev/pts", lib.MS_NOSUID | lib.MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620")
     ops += _mount("tmpfs", f"{root}/dev/shm", _NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")

@@ -19,10 +19,11 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from typing import List
+from typing import List, Optional, Sequence
 
 from ..config import Resources
 from .base import CgroupManager, cgroup_mounts
+from .devices import DeviceRule
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 
@@ -59,13 +60,18 @@ def detect_mode() -> str:
     raise FileNotFoundError(errno.ENOENT, "no cgroup file system is mounted (see /proc/self/mountinfo)")
 
 
-def new_manager(name: str, resources: Resources, parent: str = "pyexec") -> CgroupManager:
-    """A manager for the task cgroup ``<parent>/<name>`` with ``resources``:
-    the v1 backend on v1 and hybrid hosts, v2 on unified ones. Nothing is
-    created until ``create()`` (or ``with``)."""
+def new_manager(name: str, resources: Resources, parent: str = "pyexec",
+                devices: Optional[Sequence[DeviceRule]] = None) -> CgroupManager:
+    """A manager for the task cgroup ``<parent>/<name>`` with ``resources``
+    (and device rules, see devices.py): the v1 backend on v1 and hybrid hosts,
+    v2 on unified ones. Nothing is created until ``create()`` (or ``with``)."""
+    manager: CgroupManager
     if detect_mode() == "v2":
-        return V2Manager(name, resources, parent, root=unified_root())
-    return V1Manager(name, resources, parent)
+        manager = V2Manager(name, resources, parent, root=unified_root())
+    else:
+        manager = V1Manager(name, resources, parent)
+    manager.device_rules = devices
+    return manager
 
 
 def task_names(parent: str = "pyexec") -> List[str]:

@@ -23,11 +23,14 @@ import os
 import re
 import signal
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
+
+if TYPE_CHECKING:
+    from .devices import DeviceRule
 
 __all__ = [
     "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
@@ -312,6 +315,8 @@ class CgroupManager(abc.ABC):
         # cgroup it may SIGKILL wholesale.
         self._owner_pid = os.getpid()
         self._oom_baseline = 0
+        #: Device rules (devices.py) applied at create(); None leaves devices alone.
+        self.device_rules: Optional[Sequence["DeviceRule"]] = None
         # For cpu percent (since the previous sample) and the peak fallback.
         self._previous_cpu: Optional[Tuple[float, float]] = None  # (monotonic, usage_total_s)
         self._highest_usage: Optional[int] = None

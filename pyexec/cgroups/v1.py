@@ -31,6 +31,7 @@ from .base import (
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
+from .devices import set_devices_v1, set_devices_v2
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
 from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
@@ -159,6 +160,11 @@ class V1Manager(CgroupManager):
             self._apply(self.resources)
             if "blkio" in self._paths:
                 enable_io_accounting_v1(self._paths["blkio"])
+            if self.device_rules is not None:
+                if "devices" in self._paths:
+                    set_devices_v1(self._paths["devices"], self.device_rules)
+                else:
+                    set_devices_v2(self._paths.get("unified", ""), self.device_rules)  # warns: not enforced
             memory = self._paths.get("memory")
             self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
             self._started()

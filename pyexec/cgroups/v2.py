@@ -34,6 +34,7 @@ from .base import (
     read_text, remove_empty_parents,
 )
 from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
+from .devices import set_devices_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
 from .io import check_io_v2, set_io_v2, stat_io_v2
 from .memory import check_memory_v2, enable_oom_group_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
@@ -209,6 +210,8 @@ class V2Manager(CgroupManager):
             self._check_files(self.resources)
             enable_oom_group_v2(self.path)
             self._apply(self.resources)
+            if self.device_rules is not None:
+                set_devices_v2(self.path, self.device_rules)
             self._oom_baseline = oom_kills_v2(self.path) or 0
             self._started()
         except BaseException:

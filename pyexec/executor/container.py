@@ -8,12 +8,13 @@ teardown are ``LinuxExecutor``'s, shared with the universal executor.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import List, Optional
 
 import prctl
 
 from .. import _shim
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
+from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule, device_rule
 from ..config import DEFAULT_PATH, ExecCommand, host_id
 from ..errors import ConfigError, LaunchError
 from ..rootfs import plan_mounts
@@ -56,6 +57,9 @@ class ContainerExecutor(LinuxExecutor):
             raise ConfigError("executor", "container", "needs CAP_SYS_ADMIN (run it as root); "
                                                        "the universal executor runs without")
         isolation = cmd.isolation
+        # runc's default device set and the requested nodes; a bad path fails
+        # here, before anything exists.
+        self._devices = list(DEFAULT_DEVICE_RULES) + [device_rule(d.path, d.permissions) for d in isolation.devices]
         root_dir = isolation.rootfs or "/"
         user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
         return SpawnPlan(
@@ -77,6 +81,9 @@ class ContainerExecutor(LinuxExecutor):
             oom_score_adj=cmd.oom_score_adj,
             wait_for_parent="user" in isolation.namespaces,  # for the id maps
         )
+
+    def _device_rules(self, cmd: ExecCommand) -> List[DeviceRule]:
+        return self._devices
 
     def _before_release(self, cmd: ExecCommand, child: Child) -> None:
         isolation = cmd.isolation

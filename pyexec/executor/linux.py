@@ -24,6 +24,7 @@ import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..cgroups import CgroupManager, new_manager, task_names
+from ..cgroups.devices import DeviceRule
 from ..config import ExecCommand, Resources, rlimit_number
 from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExitResult, TaskProcess
@@ -104,6 +105,10 @@ class LinuxExecutor(Executor):
         """The child is cloned and waits (``plan.wait_for_parent``): last words
         before it runs (the container executor writes user-namespace id maps)."""
 
+    def _device_rules(self, cmd: ExecCommand) -> Optional[List[DeviceRule]]:
+        """Device rules for the task cgroup; None (the default) leaves devices alone."""
+        return None
+
     def _use_cgroup(self, cmd: ExecCommand) -> bool:
         """Whether this task gets a cgroup (the container executor: always)."""
         return True
@@ -129,7 +134,8 @@ class LinuxExecutor(Executor):
                 plan.monitor = self._monitor_plan(cmd, stdio, fds)
             cgroup_fd = None
             if use_cgroup:
-                self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent)
+                self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent,
+                                           devices=self._device_rules(cmd))
                 self._cgroup.create()
                 # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
                 # child waits until we have written its pid into every hierarchy.
