@@ -43,6 +43,12 @@
  * kernel drops self-sent signals it has no handler for), so the monitor
  * reports the raw wait status through the status pipe and exit.json.
  *
+ * Join mode (cfg->join_pidfd >= 0, pyexec's exec into a running task): the
+ * clone makes no namespaces; the child setns()es into the task's instead of
+ * the hostname/loopback/mount stages, then runs the init path above with the
+ * exec's command as "the task" (see join_task for the extra fork a joined
+ * pid namespace needs). Its monitor gets only the status pipe and a lifeline.
+ *
  * Error convention: every failing step calls fail(step, errno, path); nothing
  * else reports. px_spawn() returns 0 or -errno of the failed parent call.
  */
@@ -77,6 +83,11 @@
 #endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifdef CLONE_NEWTIME
+#define PX_CLONE_NEWTIME CLONE_NEWTIME
+#else
+#define PX_CLONE_NEWTIME 0x00000080
 #endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -420,7 +431,8 @@ static void exec_search(const struct px_config *cfg)
 
 /* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
  * may forbid what the earlier steps need. Without no_new_privs the kernel
- * wants CAP_SYS_ADMIN for it, which a non-root task no longer has. */
+ * wants CAP_SYS_ADMIN for it, so run_task then loads it before dropping
+ * privileges. */
 static void load_seccomp(const struct px_config *cfg)
 {
     struct sock_fprog prog = {(unsigned short)cfg->seccomp_len, (struct sock_filter *)cfg->seccomp_filter};
@@ -433,6 +445,9 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
     if (setsid() < 0)
         fail(PX_STEP_SETSID, errno, "setsid");
     setup_stdio(cfg);
+    /* A pty slave on 0 becomes the controlling terminal of the new session. */
+    if (cfg->set_ctty && ioctl(0, TIOCSCTTY, 0) < 0)
+        fail(PX_STEP_STDIO, errno, "TIOCSCTTY");
     if (cfg->set_oom_score)
         write_oom_score(cfg->oom_score_adj);
     for (int i = 0; i < cfg->n_rlimits; i++) {
@@ -440,6 +455,12 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
         if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
             fail(PX_STEP_RLIMIT, errno, cfg->rlimits[i].name);
     }
+    /* Without no_new_privs the kernel takes a filter only from a holder of
+     * CAP_SYS_ADMIN, which the next steps drop: then load it here (as runc
+     * does), and the profile must allow those steps (the default one does). */
+    int early_seccomp = !cfg->no_new_privs && cfg->seccomp_filter && cfg->seccomp_len > 0;
+    if (early_seccomp)
+        load_seccomp(cfg);
     if (cfg->set_caps)
         drop_bounding_set(cfg); /* needs CAP_SETPCAP, so before the user switch */
     if (cfg->set_user)
@@ -453,7 +474,7 @@ static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
     reset_signals();
     /* Anything a library opened without O_CLOEXEC must not reach the task. */
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    if (cfg->seccomp_filter && cfg->seccomp_len > 0)
+    if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
         load_seccomp(cfg);
     exec_search(cfg);
     _exit(127); /* not reached */
@@ -537,12 +558,13 @@ static char *fmt_u64(char *buf, size_t cap, uint64_t value)
     return p;
 }
 
-static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, pid_t task, int status_fd)
+static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, pid_t task, int status_fd,
+                                                   int flags, int with_inputs)
 {
     int parked[PX_MON_FD_LIFELINE - PX_MON_FD_STATUS + 1];
     int n = (int)(sizeof parked / sizeof parked[0]);
     for (int i = 0; i < n; i++) {
-        int src = i == 0 ? status_fd : cfg->monitor_fds[i];
+        int src = !with_inputs ? -1 : i == 0 ? status_fd : cfg->monitor_fds[i];
         parked[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, 64) : -1;
         if (src >= 0 && parked[i] < 0)
             fail(PX_STEP_MONITOR, errno, "fcntl");
@@ -561,7 +583,6 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
     syscall(SYS_close_range, (unsigned)PX_MON_FD_LIFELINE + 3, ~0U, 0);
 
     char pid_buf[24], flags_buf[24], size_buf[24], files_buf[24];
-    int flags = getpid() == 1 ? PX_MON_PID1 : (cfg->subreaper ? PX_MON_SUBREAPER : 0);
     char *argv[] = {
         "pyexec-monitor",
         fmt_u64(pid_buf, sizeof pid_buf, (uint64_t)task),
@@ -576,6 +597,52 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
     fail(PX_STEP_MONITOR, errno, "pyexec-monitor");
 }
 
+/*
+ * Stage: join a running task (exec into it), instead of namespaces, hostname
+ * and mounts. One setns() on the task's pidfd joins all of cfg->clone_flags
+ * at once (kernel >= 5.8); with the mount namespace comes the namespace's
+ * root, which is the root the task pivoted into, and cwd "/".
+ *
+ * A joined pid namespace holds only our future children. The command's
+ * orphans go to the nearest subreaper *in their own pid namespace*, else to
+ * that namespace's pid 1 (the task's monitor), so an init left on the host
+ * side could never adopt (nor, reading the task's /proc, even list) what the
+ * command daemonised. So with CLONE_NEWPID we fork once more:
+ *
+ *   caller -> this process (host pid ns) ............ execs pyexec-monitor, flags 0,
+ *               |                                     no inputs: waits for the one
+ *               |                                     below, forwards signals to it
+ *               `-> the exec's init (task's pid ns) -> returns here, goes on as the
+ *                                                      init: subreaper, the command,
+ *                                                      pyexec-monitor with the status
+ *                                                      pipe and the lifeline
+ *
+ * The caller reaps the outer process; the inner one's monitor reports the
+ * command's status through the status pipe and, when the lifeline hangs up,
+ * kills the command's group and everything it adopted.
+ */
+#define PX_NS_FLAGS \
+    ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUSER | \
+                CLONE_NEWCGROUP | PX_CLONE_NEWTIME))
+
+static void join_task(const struct px_config *cfg)
+{
+    uint64_t ns = cfg->clone_flags & PX_NS_FLAGS;
+    if (ns && setns(cfg->join_pidfd, (int)ns) < 0)
+        fail(PX_STEP_SETNS, errno, "setns");
+    become_userns_root(cfg); /* a joined user namespace: its root, like the task's init */
+    if (!(ns & CLONE_NEWPID))
+        return; /* we share the command's pid namespace: we can be its init */
+    /* A plain fork by raw syscall (glibc's fork runs atfork handlers). */
+    pid_t inner = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, NULL, NULL, 0UL);
+    if (inner < 0)
+        fail(PX_STEP_FORK, errno, "fork into the task's pid namespace");
+    if (inner == 0)
+        return;
+    harden_init(cfg);
+    exec_monitor(cfg, inner, -1, 0, 0);
+}
+
 static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
 {
     if (cfg->wait_for_parent) {
@@ -588,22 +655,38 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
             _exit(1); /* the parent gave up or died: start nothing */
         close(sync_fd);
     }
-    become_userns_root(cfg);
-    if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
-        fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
-    if (cfg->loopback_up)
-        loopback_up();
-    if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        fail(PX_STEP_PROPAGATION, errno, "/");
-    run_mount_ops(cfg);
-
-    if (!cfg->use_init)
-        run_task(cfg);
-
     sigset_t all;
     sigfillset(&all);
+    int joining = cfg->join_pidfd >= 0;
+    if (joining) {
+        /* Exec into a running task: its namespaces instead of new ones, its
+         * root instead of the mount plan, which it ran long ago. */
+        if (!cfg->use_init)
+            fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        join_task(cfg);
+    } else {
+        become_userns_root(cfg);
+        /* Isolation.network "netns:PATH": join that network namespace before
+         * anything runs here. After become_userns_root, although pyexec never
+         * combines it with a new user namespace: from one, setns would need
+         * CAP_SYS_ADMIN over the namespace's owner, which a child never has. */
+        if (cfg->join_netns_fd >= 0 && setns(cfg->join_netns_fd, CLONE_NEWNET) < 0)
+            fail(PX_STEP_SETNS, errno, "network namespace");
+        if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+            fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
+        if (cfg->loopback_up)
+            loopback_up();
+        if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+            fail(PX_STEP_PROPAGATION, errno, "/");
+        run_mount_ops(cfg);
+
+        if (!cfg->use_init)
+            run_task(cfg);
+    }
+
     sigprocmask(SIG_SETMASK, &all, NULL);
-    if (cfg->subreaper && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+    if ((cfg->subreaper || joining) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
     /* vfork-style: the task borrows the init's memory until it execs, so it
      * never copies (nor is charged for) the caller's page tables and heap. */
@@ -613,7 +696,10 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
         fail(PX_STEP_FORK, errno, "clone");
 
     harden_init(cfg);
-    exec_monitor(cfg, task, status_fd);
+    /* An exec's init is never pid 1 (the task's monitor is): it must not kill(-1). */
+    int flags = joining ? PX_MON_SUBREAPER
+                        : getpid() == 1 ? PX_MON_PID1 : (cfg->subreaper ? PX_MON_SUBREAPER : 0);
+    exec_monitor(cfg, task, status_fd, flags, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -644,7 +730,9 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
 
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = cfg->clone_flags | CLONE_PIDFD;
+    /* Joining a task: its namespaces come from setns() in the child, never new ones. */
+    uint64_t ns_flags = cfg->join_pidfd >= 0 ? cfg->clone_flags & ~PX_NS_FLAGS : cfg->clone_flags;
+    args.flags = ns_flags | CLONE_PIDFD;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
     if (cfg->cgroup_fd >= 0) {
@@ -653,7 +741,7 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     }
     pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid < 0 && errno == ENOSYS && cfg->cgroup_fd < 0)
-        pid = (pid_t)syscall(SYS_clone, (unsigned long)(cfg->clone_flags | CLONE_PIDFD | SIGCHLD), 0, &pidfd, 0, 0);
+        pid = (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | CLONE_PIDFD | SIGCHLD), 0, &pidfd, 0, 0);
     if (pid < 0) {
         saved = errno;
         goto fail;

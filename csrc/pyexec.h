@@ -136,6 +136,9 @@ struct px_config {
     int seccomp_len;
     int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,
                                  clone_flags) replaces new namespaces and the mount plan */
+    int set_ctty;             /* make stdin (a tty) the task's controlling terminal (TIOCSCTTY after setsid) */
+    int join_netns_fd;        /* >= 0: setns(join_netns_fd, CLONE_NEWNET) first thing after the go
+                                 (Isolation.network "netns:PATH"); -1: none */
     int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
     int set_oom_score;
     int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */

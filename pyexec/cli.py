@@ -15,9 +15,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
-from .config import DEFAULT_NAMESPACES, DEFAULT_PATH, ExecCommand, Isolation, Mount, Resources
+from .config import DEFAULT_PATH, Bridge, ExecCommand, Isolation, Mount, Resources
 from .errors import ConfigError, PyexecError
 
 EXIT_PYEXEC_ERROR = 125
@@ -29,6 +29,7 @@ _OPTION_OF_FIELD = {
     "memory": "--memory", "pids": "--pids", "cpus": "--cpus", "hostname": "--hostname",
     "rootfs": "--rootfs", "mounts.source": "--mount", "mounts.target": "--mount", "user": "--user",
     "env": "--env", "cwd": "--workdir", "task_dir": "--task-dir", "name": "--name", "argv": "CMD",
+    "network": "--net", "network.name": "--net", "network.subnet": "--net", "network.ip": "--net",
 }
 
 
@@ -61,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--user", help="user inside the task: name, uid or uid:gid")
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
     run.add_argument("--workdir", help="working directory (default: / in a container, the task dir otherwise)")
-    run.add_argument("--net", choices=("none", "host"), default="none", help="network: none (only lo) or host")
+    run.add_argument("--net", default="none", metavar="none|host|bridge[:NAME[:SUBNET[:IP]]]|netns:PATH",
+                     help="network: none (own namespace, only lo; the default), host, bridge (a veth on bridge "
+                          "NAME, default pyexec0 10.88.0.0/16) or netns:PATH / ns:PATH (join that namespace)")
     run.add_argument("--name", help="task name (default: the task dir's name)")
     run.add_argument("--task-dir", help="task directory (default: a temporary one, removed afterwards)")
     run.add_argument("--stats", action="store_true", help="print a one-line summary on stderr at the end")
@@ -97,16 +100,24 @@ def _parse_env(items: Sequence[str]) -> Dict[str, str]:
     return env
 
 
+def parse_network(spec: str) -> Union[str, Bridge]:
+    """``--net``: none, host, bridge[:NAME[:SUBNET[:IP]]], netns:PATH or ns:PATH."""
+    if spec == "bridge" or spec.startswith("bridge:"):
+        parts = spec.split(":")[1:]
+        if len(parts) > 3 or not all(parts):
+            raise ConfigError("network", spec, "is not bridge[:NAME[:SUBNET[:IP]]]")
+        names = ("name", "subnet", "ip")
+        return Bridge(**dict(zip(names, parts)))
+    return spec  # Isolation checks the rest
+
+
 def build_command(args: argparse.Namespace, task_dir: str) -> ExecCommand:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         raise CliError("no command given (pyexec run [options] -- CMD [ARGS...])")
-    namespaces = set(DEFAULT_NAMESPACES)
-    if args.net == "host":
-        namespaces.discard("net")
-    isolation = Isolation(namespaces=frozenset(namespaces), rootfs=args.rootfs, hostname=args.hostname,
+    isolation = Isolation(network=parse_network(args.net), rootfs=args.rootfs, hostname=args.hostname,
                           mounts=tuple(_parse_mount(m) for m in args.mount))
     # A foreground command: the task must not outlive pyexec run (kill -9 included).
     return ExecCommand(argv=cmd, task_dir=task_dir, name=args.name, env=_parse_env(args.env), kill_on_caller_exit=True,

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Protocol, Tuple
 
 from .stats.usage import CpuUsage, ResourceUsage
 
-__all__ = ["ProcessState", "ExitResult", "TaskHandle", "TaskProcess", "decode_wait_status", "rusage_usage"]
+__all__ = ["ProcessState", "ExitResult", "ExecResult", "TaskHandle", "TaskProcess", "decode_wait_status", "rusage_usage"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,24 @@ class ExitResult:
     #: exited and before the cgroup was removed; without a cgroup, the CPU
     #: times the kernel accounted to the task and the children it reaped.
     usage: Optional[ResourceUsage] = None
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0 and self.signal is None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run inside a task (``Executor.exec``) ended. ``exit_code``
+    is 128 + ``signal`` when a signal killed it. ``output``: its stdout and
+    stderr interleaved, at most ``output_limit`` bytes and then, when
+    ``truncated``, a marker line saying how many bytes were dropped; empty
+    for ``exec_streaming`` (the caller reads the pipe itself)."""
+
+    exit_code: int
+    signal: Optional[int]
+    output: bytes = b""
+    truncated: bool = False
 
     @property
     def success(self) -> bool:
@@ -252,6 +270,14 @@ class TaskProcess:
         if self._result is not None and self._pollers == 0 and self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+    def dup_pidfd(self) -> int:
+        """A new pidfd of the process (the caller closes it), or -1 once it has
+        exited: a pidfd opened by pid could name a stranger that reused it."""
+        with self._lock:
+            if self._result is not None or self._pidfd < 0:
+                return -1
+            return os.dup(self._pidfd)
 
     # -- signals -----------------------------------------------------------
     def send_signal(self, sig: int) -> bool:

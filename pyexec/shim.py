@@ -79,6 +79,8 @@ class SpawnPlan:
     no_new_privs: bool = True
     seccomp_filter: Optional[bytes] = None   # packed struct px_bpf_insn array (pyexec.seccomp)
     join_pidfd: int = -1                     # exec into the task of this pidfd (setns)
+    set_ctty: bool = False                   # stdin is a tty: make it the controlling terminal
+    join_netns_fd: int = -1                  # setns into this network namespace (Isolation.network netns:)
     oom_score_adj: Optional[int] = None
     stdio: Tuple[int, int, int] = (-1, -1, -1)
     cwd: Optional[str] = None
@@ -186,6 +188,8 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         cfg.seccomp_filter = insns
         cfg.seccomp_len = len(plan.seccomp_filter) // size
     cfg.join_pidfd = plan.join_pidfd
+    cfg.set_ctty = int(plan.set_ctty)
+    cfg.join_netns_fd = plan.join_netns_fd
     cfg.monitor_exe_fd = -1
     cfg.monitor_fds = [-1] * 6
     if plan.use_init:

@@ -108,6 +108,8 @@ def _owned_by_someone_else(pid: int, our_ns: str, mine: Set[int], old: Set[ProcK
     that launched it. When that launcher is neither this test process nor one
     of its descendants, existed before the test and is not pid 1 (the adopter
     of orphans), the container is another program's (a second test run, say).
+    A young launcher that is not ours (the host-side monitor of another run's
+    exec into its task) is looked through: its own ancestors decide.
     """
     seen = set()
     while pid > 1 and pid not in seen:
@@ -119,7 +121,10 @@ def _owned_by_someone_else(pid: int, our_ns: str, mine: Set[int], old: Set[ProcK
         if parent <= 1:
             return False  # an orphan: nobody owns it, so it is ours to report
         if _pid_ns(parent) == our_ns:
-            return parent not in mine and _proc_key(parent) in old
+            if parent in mine or _proc_key(parent) in old:
+                return parent not in mine
+            # A young stranger: an exec's monitor, started by another run
+            # during this test (its parent decides).
         pid = parent
     return False
 

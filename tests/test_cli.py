@@ -56,7 +56,11 @@ def test_stats_reports_an_oom_kill():
     (["--env", "NOEQUALS", "--", "true"], "pyexec: error: --env: 'NOEQUALS' is not K=V\n"),
     (["--workdir", "relative", "--", "true"], "pyexec: error: --workdir: 'relative' must be an absolute path\n"),
     (["--pids", "x", "--", "true"], "pyexec: error: argument --pids: 'x' is not an integer\n"),
-    (["--net", "bridge", "--", "true"], "pyexec: error: argument --net: invalid choice: 'bridge' (choose from 'none', 'host')\n"),
+    (["--net", "wifi", "--", "true"], "pyexec: error: --net: 'wifi' must be 'none', 'host', a Bridge, "
+                                      "'netns:PATH' or 'ns:PATH'\n"),
+    (["--net", "bridge:br0:10.231.0.0/33", "--", "true"],
+     "pyexec: error: --net: '10.231.0.0/33' is not an IPv4 subnet like 10.88.0.0/16 (host bits zero)\n"),
+    (["--net", "netns:/does/not/exist", "--", "true"], "pyexec: error: --net: 'netns:/does/not/exist' does not exist\n"),
 ])
 def test_errors_are_one_line_with_exit_code_125(args, message):
     done = pyexec_run(*args)

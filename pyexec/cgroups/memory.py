@@ -5,7 +5,8 @@ v1 files: memory.limit_in_bytes, memory.soft_limit_in_bytes,
 memory.memsw.limit_in_bytes (memory + swap, needs swap accounting),
 memory.oom_control (oom_kill since 4.13), memory.stat.
 v2 files: memory.max, memory.low, memory.swap.max (swap only, so memory_swap -
-memory), memory.oom.group (4.19), memory.events, memory.peak (5.19), memory.stat.
+memory), memory.events, memory.peak (5.19), memory.stat. memory.oom.group
+is left at 0 (see V2Manager.create).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .base import read_int, read_int_or_max, read_keyed, require_file, write_val
 
 __all__ = [
     "check_memory_v1", "set_memory_v1", "stat_memory_v1", "oom_kills_v1",
-    "check_memory_v2", "set_memory_v2", "stat_memory_v2", "oom_kills_v2", "enable_oom_group_v2",
+    "check_memory_v2", "set_memory_v2", "stat_memory_v2", "oom_kills_v2",
     "swap_max_v2",
 ]
 
@@ -148,17 +149,6 @@ def set_memory_v2(path: str, res: Resources) -> None:
         memory = res.memory if res.memory is not None else _current_max_v2(path)
         write_value(os.path.join(path, "memory.swap.max"), swap_max_v2(res.memory_swap, memory),
                     "memory_swap", res.memory_swap)
-
-
-def enable_oom_group_v2(path: str) -> bool:
-    """memory.oom.group = 1 (kernel 4.19+): an OOM kill takes the whole task
-    down instead of one process of it. False when the file does not exist."""
-    group = os.path.join(path, "memory.oom.group")
-    if not os.path.exists(group):
-        return False
-    with open(group, "w") as f:
-        f.write("1")
-    return True
 
 
 def oom_kills_v2(path: str) -> Optional[int]:

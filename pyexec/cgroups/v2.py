@@ -37,7 +37,7 @@ from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
 from .devices import set_devices_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
 from .io import check_io_v2, set_io_v2, stat_io_v2
-from .memory import check_memory_v2, enable_oom_group_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
+from .memory import check_memory_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
 
 __all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "STATS_CONTROLLERS"]
@@ -191,7 +191,11 @@ class V2Manager(CgroupManager):
     # -- lifecycle -------------------------------------------------------------------
     def create(self) -> None:
         """Enable controllers down the path, create the cgroup (cleaning a stale
-        one first), set memory.oom.group and apply limits; undo all on failure."""
+        one first) and apply limits; undo all on failure.
+
+        memory.oom.group stays 0, as on v1 (and runc's default): the task's
+        monitor lives in this cgroup, and a group OOM kill would take it down
+        with the task, so no exit record, log tail or cleanup would follow."""
         self._check_controllers(self.resources)
         created: List[str] = []
         try:
@@ -208,7 +212,6 @@ class V2Manager(CgroupManager):
                     if attempt == 4:
                         raise
             self._check_files(self.resources)
-            enable_oom_group_v2(self.path)
             self._apply(self.resources)
             if self.device_rules is not None:
                 set_devices_v2(self.path, self.device_rules)

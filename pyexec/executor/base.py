@@ -14,13 +14,16 @@ import logging
 import os
 import signal as _signal
 import threading
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import ExecCommand
 from ..users import TaskUser
 from ..errors import ConfigError, PyexecError, TaskExitedError
-from ..process import ExitResult, ProcessState, TaskHandle
+from ..process import ExecResult, ExitResult, ProcessState, TaskHandle
 from ..stats.usage import ResourceUsage
+
+if TYPE_CHECKING:
+    from .exec import ExecProcess
 
 __all__ = ["Executor", "StdioFiles", "check_host_isolation", "user_environment", "prepare_task_dir"]
 
@@ -155,6 +158,33 @@ class Executor(abc.ABC):
             if proc.result is None:
                 self._kill_all()
             return proc.wait()
+
+    def exec(self, argv: Sequence[str], timeout: Optional[float] = 5.0, env: Optional[Mapping[str, str]] = None,
+             cwd: Optional[str] = None, user: Optional[str] = None, output_limit: int = 64 * 1024) -> ExecResult:
+        """Run ``argv`` inside the running task and wait for it: the task's
+        namespaces, root, cgroup, user, capabilities, no_new_privs, rlimits
+        and seccomp filter. ``env`` (the whole environment), ``cwd`` and
+        ``user`` default to the task's. Its stdout and stderr, interleaved,
+        are kept up to ``output_limit`` bytes (the rest is read, dropped and
+        marked: ``truncated``). After ``timeout`` seconds the command and
+        every process it started are killed and ``TimeoutError`` is raised;
+        the task itself is untouched. ``LaunchError`` when the command cannot
+        start (say, no such program in the task's root); ``TaskExitedError``
+        when the task has exited."""
+        raise PyexecError(f"the {self.kind} executor cannot exec into its task; "
+                          f"the container and universal executors can")
+
+    def exec_streaming(self, argv: Sequence[str], stdin: bool = True, tty: bool = False,
+                       env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                       user: Optional[str] = None) -> "ExecProcess":
+        """Start ``argv`` inside the running task like ``exec`` and return at
+        once: an ``ExecProcess`` with ``stdin`` (a pipe, or None without
+        ``stdin``), ``stdout`` (stdout and stderr in one pipe; with ``tty`` a
+        pseudo-terminal that is the command's stdin, stdout, stderr and
+        controlling terminal), ``wait()``, ``kill()``; as a context manager it
+        kills what still runs and reaps it."""
+        raise PyexecError(f"the {self.kind} executor cannot exec into its task; "
+                          f"the container and universal executors can")
 
     def close(self) -> None:
         self.shutdown(grace=0)

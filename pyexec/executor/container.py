@@ -7,25 +7,30 @@ teardown are ``LinuxExecutor``'s, shared with the universal executor.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import List, Optional
 
 import prctl
 
 from .. import _shim
-from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
+from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap, names_of_mask
 from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule, device_rule
 from ..config import DEFAULT_PATH, ExecCommand, host_id
 from ..errors import ConfigError, LaunchError
 from ..rootfs import plan_mounts
+from ..seccomp import filter_for
 from ..shim import CapabilitySets, Child, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
+from .. import network
+from ..config import Bridge, joined_netns_path
 from .base import user_environment
 from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
 
 __all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT", "capability_sets"]
 
 lib = _shim.lib
+log = logging.getLogger(__name__)
 
 _CLONE_FLAGS = {
     "pid": lib.CLONE_NEWPID, "mnt": lib.CLONE_NEWNS, "uts": lib.CLONE_NEWUTS, "ipc": lib.CLONE_NEWIPC,
@@ -62,6 +67,8 @@ class ContainerExecutor(LinuxExecutor):
         self._devices = list(DEFAULT_DEVICE_RULES) + [device_rule(d.path, d.permissions) for d in isolation.devices]
         root_dir = isolation.rootfs or "/"
         user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
+        if isinstance(isolation.network, Bridge):
+            network.check_available(isolation.network)  # a taken ip fails before anything exists
         return SpawnPlan(
             program=cmd.argv[0],
             argv=cmd.argv,
@@ -77,15 +84,18 @@ class ContainerExecutor(LinuxExecutor):
             credentials=Credentials(user.uid, user.gid, user.groups),
             capabilities=capability_sets(isolation.capabilities, user.uid),
             no_new_privs=isolation.no_new_privs,
+            seccomp_filter=filter_for(isolation, names_of_mask(capability_sets(isolation.capabilities, user.uid).bounding)),
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
-            wait_for_parent="user" in isolation.namespaces,  # for the id maps
+            # For the id maps; for a bridge's veth.
+            wait_for_parent="user" in isolation.namespaces or isinstance(isolation.network, Bridge),
         )
 
     def _device_rules(self, cmd: ExecCommand) -> List[DeviceRule]:
         return self._devices
 
     def _before_release(self, cmd: ExecCommand, child: Child) -> None:
+        self._network_before_release(child)
         isolation = cmd.isolation
         if "user" not in isolation.namespaces:
             return
@@ -116,3 +126,58 @@ class ContainerExecutor(LinuxExecutor):
             mirror_root = os.path.join(state_dir, "root")
             os.mkdir(mirror_root, mode=0o700)
             plan.mounts = plan_mounts(cmd, mirror_root)
+        self._network_prepare(cmd, plan, state_dir)
+
+    # -- network (Isolation.network; see pyexec.network) ----------------------
+    _lease: Optional[network.Lease] = None
+    _netns_fd: Optional[int] = None
+
+    def _network_prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
+        """A bridge: lease an address (and make the bridge); a joined
+        namespace: open it for the child. Undone by _teardown on failure."""
+        net = cmd.isolation.network
+        if isinstance(net, Bridge):
+            assert self.task_id is not None
+            self._lease = network.allocate(net, self.task_id, state_dir)
+        elif joined_netns_path(net) is not None:
+            self._netns_fd = network.open_netns(net)
+            plan.join_netns_fd = self._netns_fd
+
+    def _network_before_release(self, child: Child) -> None:
+        self._close_netns_fd()  # the child has its copy
+        if self._lease is not None:
+            network.attach(self._lease, child.pid)
+
+    def _close_netns_fd(self) -> None:
+        fd, self._netns_fd = self._netns_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def network_info(self) -> Optional[dict]:
+        """The task's bridge network (``{"mode": "bridge", "bridge", "subnet",
+        "ip", "gateway", "interface", "host_veth"}``), None for other networks
+        (also after a reattach: the lease is found again)."""
+        lease = self._lease
+        return lease.as_dict() if lease is not None else None
+
+    def _adopt(self, handle: dict) -> None:
+        super()._adopt(handle)
+        if self.task_id is not None:
+            self._lease = network.find_lease(self.task_id)
+
+    def _teardown(self) -> None:
+        self._close_netns_fd()
+        lease, self._lease = self._lease, None
+        try:
+            if lease is not None:
+                network.release(lease)  # before the state dir goes: its lease is never "stale" meanwhile
+        except Exception as exc:  # the task is gone either way; cleanup_stale reclaims the rest
+            log.warning("task %s: releasing its network (%s) failed: %s", self.task_id, lease.ip, exc)
+        finally:
+            super()._teardown()
+
+    def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
+        cleaned = super().cleanup_stale(min_age)
+        # After the state dirs: the leases of the tasks just cleaned are stale now.
+        cleaned += [task_id for task_id in network.cleanup_stale() if task_id not in cleaned]
+        return cleaned

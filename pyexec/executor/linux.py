@@ -21,19 +21,20 @@ import shutil
 import signal
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..cgroups import CgroupManager, new_manager, task_names
 from ..cgroups.devices import DeviceRule
 from ..config import ExecCommand, Resources, rlimit_number
 from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
-from ..process import ExitResult, TaskProcess
+from ..process import ExecResult, ExitResult, TaskProcess
 from ..handles import AdoptedProcess, make_handle, open_identified
 from ..logmon import RotatingLog
 from ..shim import Child, MonitorPlan, SpawnPlan, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
+from .exec import DEFAULT_OUTPUT_LIMIT, ExecProcess, exec_record, run_exec, start_streaming
 
 __all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan"]
 
@@ -92,6 +93,7 @@ class LinuxExecutor(Executor):
         self._lifeline: Optional[int] = None  # write end: closing it (or dying) kills the task
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
+        self._exec_record: Optional[Dict[str, Any]] = None  # the task's identity for exec (task.json)
 
     # -- for subclasses ----------------------------------------------------
     @abc.abstractmethod
@@ -116,6 +118,7 @@ class LinuxExecutor(Executor):
     # -- launch ------------------------------------------------------------
     def _start(self, cmd: ExecCommand) -> TaskProcess:
         plan = self._plan(cmd)
+        self._exec_record = exec_record(self.kind, cmd, plan)
         use_cgroup = self._use_cgroup(cmd)
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
         stdio: Optional[StdioFiles] = None
@@ -203,6 +206,39 @@ class LinuxExecutor(Executor):
             plan.lifeline_fd = read_end
         return plan
 
+    # -- exec into the task -------------------------------------------------
+    def exec(self, argv: Sequence[str], timeout: Optional[float] = 5.0, env: Optional[Mapping[str, str]] = None,
+             cwd: Optional[str] = None, user: Optional[str] = None,
+             output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
+        return run_exec(self, argv, timeout=timeout, env=env, cwd=cwd, user=user, output_limit=output_limit)
+
+    def exec_streaming(self, argv: Sequence[str], stdin: bool = True, tty: bool = False,
+                       env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                       user: Optional[str] = None) -> ExecProcess:
+        return start_streaming(self, argv, stdin=stdin, tty=tty, env=env, cwd=cwd, user=user)
+
+    exec.__doc__ = Executor.exec.__doc__
+    exec_streaming.__doc__ = Executor.exec_streaming.__doc__
+
+    def _exec_identity(self) -> Dict[str, Any]:
+        """The task's identity for exec: recorded at launch, or read back from
+        task.json by a reattached executor."""
+        if self._exec_record is None:
+            state_dir = self._state_dir
+            try:
+                assert state_dir is not None
+                with open(os.path.join(state_dir, STATE_FILE)) as f:
+                    record = json.load(f).get("exec")
+            except (AssertionError, OSError, ValueError, AttributeError):
+                record = None
+            if not isinstance(record, dict):
+                if self._proc is not None and self._proc.result is not None:
+                    raise TaskExitedError("the task has exited; cannot exec into it")
+                raise PyexecError(f"task {self.task_id} has no exec record in its state directory "
+                                  f"(launched by an older pyexec); cannot exec into it")
+            self._exec_record = record
+        return self._exec_record
+
     # -- handing over ------------------------------------------------------
     def handle(self) -> Dict[str, Any]:
         proc = self._running()
@@ -237,7 +273,7 @@ class LinuxExecutor(Executor):
     def _write_state(self, pid: int, started_at: float) -> None:
         assert self._state_dir is not None and self.task_id is not None
         record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
-                  "cgroup_parent": self.cgroup_parent}
+                  "cgroup_parent": self.cgroup_parent, "exec": self._exec_record}
         path = os.path.join(self._state_dir, STATE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(record, f)
@@ -263,7 +299,9 @@ class LinuxExecutor(Executor):
         cleaned: List[str] = []
         cgroups = set(task_names(self.cgroup_parent))
         try:
-            states = {entry for entry in os.listdir(self.state_root) if self._is_our_state(entry)}
+            # "ipam": pyexec.network's address leases, never a task (task ids end in -<hex>).
+            states = {entry for entry in os.listdir(self.state_root)
+                      if entry != "ipam" and self._is_our_state(entry)}
         except FileNotFoundError:
             states = set()
         now = time.time()
