@@ -509,6 +509,17 @@ static void become_userns_root(const struct px_config *cfg)
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
+static void blank(uint64_t start, uint64_t end, const char *text)
+{
+    if (start == 0 || end <= start)
+        return;
+    char *area = (char *)(uintptr_t)start;
+    size_t len = (size_t)(end - start);
+    memset(area, 0, len);
+    if (text)
+        str_copy(area, len, text);
+}
+
 static void harden_init(const struct px_config *cfg)
 {
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -688,6 +699,10 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
     sigprocmask(SIG_SETMASK, &all, NULL);
     if ((cfg->subreaper || joining) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
+    /* Until the exec of the monitor this process shows the caller's command
+     * line and environment; the task must not see them in that moment. */
+    blank(cfg->caller_args[0], cfg->caller_args[1], "pyexec-init");
+    blank(cfg->caller_env[0], cfg->caller_env[1], NULL);
     /* vfork-style: the task borrows the init's memory until it execs, so it
      * never copies (nor is charged for) the caller's page tables and heap. */
     pid_t task = clone(task_entry, task_stack + sizeof task_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,

@@ -132,6 +132,12 @@ struct px_config {
     uint64_t cap_ambient;
 
     int no_new_privs;
+    /* The caller's argv and environ areas (/proc/self/stat fields 48-51): the
+     * init is a copy of the caller and blanks them before the task can run,
+     * so /proc/1/cmdline and environ show the task nothing of the caller in
+     * the moment before the init execs the monitor. 0, 0: skip. */
+    uint64_t caller_args[2];
+    uint64_t caller_env[2];
     const struct px_bpf_insn *seccomp_filter; /* loaded last, after no_new_privs; NULL: none */
     int seccomp_len;
     int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,

@@ -8,6 +8,7 @@ benchexec's libc layer.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -124,6 +125,19 @@ class _Keep:
         return array
 
 
+@functools.lru_cache(maxsize=None)
+def caller_areas() -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """(arg_start, arg_end), (env_start, env_end) of this process, from /proc/self/stat."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        # Fields 48-51 of proc(5); the split starts at field 3 (state).
+        values = [int(fields[i - 3]) for i in (48, 49, 50, 51)]
+    except (OSError, IndexError, ValueError):
+        return (0, 0), (0, 0)
+    return (values[0], values[1]), (values[2], values[3])
+
+
 def _fill(plan: SpawnPlan, keep: _Keep):
     cfg = ffi.new("struct px_config *")
     keep.items.append(cfg)
@@ -191,6 +205,10 @@ def _fill(plan: SpawnPlan, keep: _Keep):
     cfg.set_ctty = int(plan.set_ctty)
     cfg.join_netns_fd = plan.join_netns_fd
     cfg.monitor_exe_fd = -1
+    if plan.use_init:
+        args, env = caller_areas()
+        cfg.caller_args = list(args)
+        cfg.caller_env = list(env)
     cfg.monitor_fds = [-1] * 6
     if plan.use_init:
         mon = plan.monitor
