@@ -38,7 +38,12 @@ def build_monitor(output_dir: Path, build_temp: Optional[Path] = None) -> Path:
         objects = compiler.compile([f"csrc/{name}" for name in SOURCES], output_dir=str(temp),
                                    include_dirs=["csrc"], extra_postargs=FLAGS)
         output_dir.mkdir(parents=True, exist_ok=True)
-        compiler.link_executable(objects, NAME, output_dir=str(output_dir), extra_postargs=["-s"])
+        try:
+            # Static: no dynamic loader at each exec and no shared libc pages in
+            # its resident set (about 0.7 MB instead of 1.1 MB per task).
+            compiler.link_executable(objects, NAME, output_dir=str(output_dir), extra_postargs=["-s", "-static"])
+        except Exception:  # no static libc (libc.a) on this system: link dynamically
+            compiler.link_executable(objects, NAME, output_dir=str(output_dir), extra_postargs=["-s"])
     finally:
         os.chdir(cwd)
     return output_dir / NAME
