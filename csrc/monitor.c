@@ -182,8 +182,7 @@ static void write_exit_record(int status, const struct rusage *ru, double finish
         return;
     ssize_t unused = write(fd, text, (size_t)len);
     (void)unused;
-    fsync(fd);
-    close(fd);
+    close(fd); /* no fsync: the state lives on /run (tmpfs) and a reboot voids the task anyway */
     renameat(PX_MON_FD_STATE, "exit.json.tmp", PX_MON_FD_STATE, "exit.json");
 }
 

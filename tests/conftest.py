@@ -12,7 +12,8 @@ if anything launched by it outlives it:
 (c) new lines in our /proc/self/mountinfo;
 (d) new entries under the default state root /run/pyexec;
 (e) new directories under /sys/fs/cgroup/*/ (depth <= 4) whose name contains
-    "pyexec", and the task cgroups below them.
+    "pyexec", and the task cgroups below them (the executors' kept parent,
+    /sys/fs/cgroup/<hierarchy>/pyexec itself, is not a leak).
 
 Dying processes get a short grace (about 1s of polling). When nothing leaked
 a check costs one snapshot, so the fixture is cheap enough for every test.
@@ -144,7 +145,9 @@ def _cgroup_dirs() -> FrozenSet[str]:
             except OSError:
                 continue
             inside = below_pyexec or "pyexec" in entry.name
-            if inside:
+            # The executors keep their parent cgroup (<hierarchy>/pyexec) on
+            # purpose; the task cgroups below it are what must not remain.
+            if inside and not (depth == 1 and entry.name == "pyexec"):
                 found.add(entry.path)
             if depth < 4:
                 walk(entry.path, depth + 1, inside)

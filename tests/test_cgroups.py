@@ -168,9 +168,10 @@ def test_create_applies_every_limit(cg: str) -> None:
         assert read(f"{p['cpuset']}/cpuset.cpus") == "0"
         assert read(f"{p['cpuset']}/cpuset.mems") == "0"
         assert read(f"{p['pids']}/pids.max") == "42"
-        for ctl in ("devices", "freezer", "cpuacct", "blkio"):  # joined without limits
+        for ctl in ("devices", "cpuacct", "blkio"):  # joined without limits (stats, device rules)
             if ctl in v1_mounts():
                 assert os.path.isdir(p[ctl]), ctl
+        assert "name=systemd" not in p  # only what limits and stats need
         assert m.stats().memory.limit == 64 * M and m.stats().pids.limit == 42
     finally:
         m.destroy()
@@ -387,7 +388,8 @@ class _Subreaper:
 @needs_v1
 @pytest.mark.parametrize("use_cgroup_kill", [True, False], ids=["unified-cgroup.kill", "freezer"])
 def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen], use_cgroup_kill: bool) -> None:
-    with _Subreaper() as reaper, V1Manager("forky", Resources(pids=50), parent=cg) as m:
+    # Every hierarchy, the freezer included (joined by default only without cgroup.kill).
+    with _Subreaper() as reaper, V1Manager("forky", Resources(pids=50), parent=cg, mounts=v1_mounts()) as m:
         m.use_cgroup_kill = use_cgroup_kill  # hybrid: the v2 twin's cgroup.kill; else the v1 freezer
         m.kill_all()  # empty cgroup: nothing to do
         p = gated(procs, FORK_LOOP)
@@ -674,3 +676,16 @@ def test_io_stat_parsing() -> None:
           "254:0 rbytes=10 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n")
     assert parse_io_stat_v2(v2) == IoUsage(read_bytes=1034, write_bytes=2068)
     assert parse_io_stat_v2("") == IoUsage(read_bytes=0, write_bytes=0)
+
+
+@needs_v1
+def test_a_task_joins_only_the_hierarchies_it_needs(cg: str) -> None:
+    from pyexec.cgroups.v1 import joined_by_default
+    plain = V1Manager("plain", Resources(pids=5), parent=cg)
+    pinned = V1Manager("pinned", Resources(cpuset_cpus="0"), parent=cg)
+    assert "cpuset" not in plain.paths and "cpuset" in pinned.paths
+    assert "name=systemd" not in plain.paths
+    assert set(plain.paths) == set(v1_mounts()) & joined_by_default(Resources(), v1_mounts())
+    with plain:
+        with pytest.raises(ConfigError, match="can only be set at launch on cgroup v1"):
+            plain.update(Resources(cpuset_cpus="0"))

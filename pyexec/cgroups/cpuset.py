@@ -22,7 +22,7 @@ from cgroupspy.nodes import Node
 
 from ..config import Resources
 from ..errors import ConfigError
-from .base import read_text, require_file, write_value
+from .base import read_text, require_file, write_text, write_value
 
 __all__ = ["init_cpuset_v1", "check_cpuset_v1", "set_cpuset_v1", "check_cpuset_v2", "set_cpuset_v2"]
 
@@ -39,8 +39,7 @@ def init_cpuset_v1(path: str) -> None:
             continue
         value = read_text(os.path.join(parent, filename))
         log.debug("cpuset: copy %s=%r from %s", filename, value, parent)
-        with open(own, "w") as f:
-            f.write(value)
+        write_text(own, value)
 
 
 _LIST = CommaDashSetFile("cpuset.cpus")

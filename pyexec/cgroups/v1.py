@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, undo_created,
-    CgroupManager, cgroup_mounts, fields_needing, kill_pids, tree_pids, merge_update, read_text,
+    CgroupManager, cgroup_mounts, write_text, fields_needing, kill_pids, tree_pids, merge_update, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
@@ -64,17 +64,41 @@ def v1_mounts() -> Dict[str, str]:
     return out
 
 
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        numbers = os.uname().release.split("-")[0].split(".")
+        return (int(numbers[0]), int(numbers[1])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+def joined_by_default(resources: Resources, found: Mapping[str, str]) -> set:
+    """The hierarchies a task joins: what its limits and stats need, no more.
+    Every joined hierarchy costs a mkdir, a pid write and an rmdir per task.
+    cpuset only with cpuset limits (it can then not be added by an update);
+    the freezer only when the v2 twin cannot kill (no cgroup.kill before 5.14);
+    name=systemd never (pyexec's cgroups are not systemd's business)."""
+    wanted = {"memory", "cpu", "cpuacct", "pids", "blkio", "devices", "unified"}
+    if resources.cpuset_cpus is not None or resources.cpuset_mems is not None:
+        wanted.add("cpuset")
+    if "unified" not in found or not _kernel_at_least(5, 14):
+        wanted.add("freezer")
+    return wanted
+
+
 class V1Manager(CgroupManager):
     """A task cgroup on the v1 hierarchies.
 
     ``mounts`` (controller -> mount point) restricts or replaces the discovered
-    hierarchies; by default every mounted controller of V1_CONTROLLERS is used.
+    hierarchies; by default the ones ``joined_by_default`` names.
     """
 
     def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
                  mounts: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(name, resources, parent)
         found = v1_mounts() if mounts is None else dict(mounts)
+        if mounts is None:
+            found = {c: m for c, m in found.items() if c in joined_by_default(resources, found)}
         self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",)
                                         if c in found}
         if not set(self._mounts) - {"unified"}:
@@ -90,6 +114,9 @@ class V1Manager(CgroupManager):
         for ctl, fields in fields_needing(res, _V1_NAMES).items():
             if ctl not in self._paths:
                 field_name, value = fields[0]
+                if self.exists() and ctl in v1_mounts():
+                    raise ConfigError(field_name, value, f"can only be set at launch on cgroup v1: the task "
+                                                         f"did not join the '{ctl}' hierarchy")
                 raise ConfigError(field_name, value,
                                   f"needs the cgroup v1 '{ctl}' controller, which is not mounted "
                                   f"(mounted: {', '.join(sorted(self._mounts))})")
@@ -186,8 +213,7 @@ class V1Manager(CgroupManager):
 
     def _write_pid(self, pid: int) -> None:
         for directory in self._dirs():
-            with open(os.path.join(directory, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
+            write_text(os.path.join(directory, "cgroup.procs"), str(pid))
         log.debug("added pid %d to %s/%s (%d hierarchies)", pid, self.parent, self.name, len(self._dirs()))
 
     def _remove_parents(self) -> None:
@@ -200,8 +226,7 @@ class V1Manager(CgroupManager):
         nothing forks between listing and killing), SIGKILL all, thaw."""
         unified = self._paths.get("unified")
         if self.use_cgroup_kill and unified is not None and os.path.exists(os.path.join(unified, "cgroup.kill")):
-            with open(os.path.join(unified, "cgroup.kill"), "w") as f:
-                f.write("1")
+            write_text(os.path.join(unified, "cgroup.kill"), "1")
             if not set(self.pids()) - set(tree_pids([unified])):
                 return
             # Someone moved a task process out of the v2 twin; the freezer gets it.

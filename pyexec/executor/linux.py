@@ -425,7 +425,7 @@ class LinuxExecutor(Executor):
             os.close(lifeline)
         cgroup, self._cgroup = self._cgroup, None
         if cgroup is not None:
-            cgroup.destroy()  # kills whatever is left first
+            cgroup.destroy(keep_parents=True)  # kills whatever is left first
         if self._state_dir is not None:
             shutil.rmtree(self._state_dir, ignore_errors=True)
             self._state_dir = None
