@@ -654,18 +654,25 @@ static void join_task(const struct px_config *cfg)
     exec_monitor(cfg, inner, -1, 0, 0);
 }
 
+static void wait_for_go(int sync_fd)
+{
+    char go = 0;
+    ssize_t n;
+    do
+        n = read(sync_fd, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1 || go != PX_GO)
+        _exit(1); /* the parent gave up or died: start nothing */
+    close(sync_fd);
+}
+
 static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
 {
-    if (cfg->wait_for_parent) {
-        char go = 0;
-        ssize_t n;
-        do
-            n = read(sync_fd, &go, 1);
-        while (n < 0 && errno == EINTR);
-        if (n != 1 || go != PX_GO)
-            _exit(1); /* the parent gave up or died: start nothing */
-        close(sync_fd);
-    }
+    if (cfg->wait_for_parent)
+        wait_for_go(sync_fd);
+    /* hold_task: the parent's work (v1 cgroup placement, a bridge's veth)
+     * overlaps ours; only the task must not start before it is done. */
+    int hold = cfg->hold_task && !cfg->wait_for_parent;
     sigset_t all;
     sigfillset(&all);
     int joining = cfg->join_pidfd >= 0;
@@ -692,6 +699,8 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
             fail(PX_STEP_PROPAGATION, errno, "/");
         run_mount_ops(cfg);
 
+        if (hold)
+            wait_for_go(sync_fd);
         if (!cfg->use_init)
             run_task(cfg);
     }
@@ -738,7 +747,7 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
 
     if (pipe2(err_p, O_CLOEXEC) < 0)
         return -errno;
-    if ((cfg->wait_for_parent && pipe2(sync_p, O_CLOEXEC) < 0) || (cfg->use_init && pipe2(status_p, O_CLOEXEC) < 0)) {
+    if (((cfg->wait_for_parent || cfg->hold_task) && pipe2(sync_p, O_CLOEXEC) < 0) || (cfg->use_init && pipe2(status_p, O_CLOEXEC) < 0)) {
         saved = errno;
         goto fail;
     }

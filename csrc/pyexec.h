@@ -105,7 +105,8 @@ struct px_config {
     const char *log_name;     /* base of the log files: <log_name>.stdout.N */
     uint64_t log_max_size;
     int log_max_files;
-    int wait_for_parent;      /* block until the parent writes PX_GO (cgroup placement, id maps) */
+    int wait_for_parent;      /* block until the parent writes PX_GO, first thing (id maps) */
+    int hold_task;            /* block for PX_GO only before starting the task (v1 cgroup placement, veth) */
     int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
     const char *hostname;     /* NULL: keep */
     int loopback_up;          /* bring lo up (new net namespace) */

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -68,7 +69,8 @@ class SpawnPlan:
     use_init: bool = False
     subreaper: bool = False
     monitor: Optional["MonitorPlan"] = None  # required with use_init
-    wait_for_parent: bool = False
+    wait_for_parent: bool = False           # wait for release() before anything (user-namespace id maps)
+    hold_task: bool = False                 # wait for release() only before the task starts
     cgroup_fd: int = -1
     hostname: Optional[str] = None
     loopback_up: bool = False
@@ -145,6 +147,7 @@ def _fill(plan: SpawnPlan, keep: _Keep):
     cfg.use_init = int(plan.use_init)
     cfg.subreaper = int(plan.subreaper)
     cfg.wait_for_parent = int(plan.wait_for_parent)
+    cfg.hold_task = int(plan.hold_task)
     cfg.cgroup_fd = plan.cgroup_fd
     cfg.hostname = keep.str(plan.hostname)
     cfg.loopback_up = int(plan.loopback_up)
@@ -237,7 +240,7 @@ def _fill(plan: SpawnPlan, keep: _Keep):
 
 
 def spawn(plan: SpawnPlan) -> Child:
-    """Clone the child; it waits for ``release`` when ``plan.wait_for_parent``."""
+    """Clone the child; it waits for ``release`` when ``plan.wait_for_parent`` or ``hold_task``."""
     keep = _Keep()
     cfg = _fill(plan, keep)
     out = ffi.new("struct px_child *")
@@ -246,6 +249,13 @@ def spawn(plan: SpawnPlan) -> Child:
         raise OSError(-rc, f"clone3: {os.strerror(-rc)}")
     return Child(pid=out.pid, pidfd=out.pidfd, sync_fd=out.sync_fd,
                  error_fd=out.error_fd, status_fd=out.status_fd)
+
+
+def child_exited(child: Child) -> bool:
+    """True when the child has already exited (its pidfd is readable)."""
+    probe = select.poll()
+    probe.register(child.pidfd, select.POLLIN)
+    return bool(probe.poll(0))
 
 
 def release(child: Child) -> None:

@@ -88,7 +88,8 @@ class ContainerExecutor(LinuxExecutor):
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
             # For the id maps; for a bridge's veth.
-            wait_for_parent="user" in isolation.namespaces or isinstance(isolation.network, Bridge),
+            wait_for_parent="user" in isolation.namespaces,           # id maps before anything
+            hold_task=isinstance(isolation.network, Bridge),            # eth0 before the task
         )
 
     def _device_rules(self, cmd: ExecCommand) -> List[DeviceRule]:

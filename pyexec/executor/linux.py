@@ -30,7 +30,7 @@ from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExecResult, ExitResult, TaskProcess
 from ..handles import AdoptedProcess, make_handle, open_identified
 from ..logmon import RotatingLog
-from ..shim import Child, MonitorPlan, SpawnPlan, release, spawn, wait_exec
+from ..shim import Child, MonitorPlan, SpawnPlan, child_exited, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
@@ -58,7 +58,7 @@ _clone_into_cgroup_works = True
 def spawn_into_cgroup(plan: SpawnPlan) -> Child:
     """spawn(); when the kernel has no clone3 CLONE_INTO_CGROUP, spawn again
     with the child held on the sync pipe so the caller can write its pid into
-    cgroup.procs before releasing it (``plan.wait_for_parent`` tells which)."""
+    cgroup.procs before releasing it (``plan.hold_task`` tells which)."""
     global _clone_into_cgroup_works
     if plan.cgroup_fd < 0:
         return spawn(plan)
@@ -70,7 +70,7 @@ def spawn_into_cgroup(plan: SpawnPlan) -> Child:
                 raise
             refused = exc
     plan.cgroup_fd = -1
-    plan.wait_for_parent = True
+    plan.hold_task = True
     child = spawn(plan)  # when this fails too, the flag was not the problem
     if _clone_into_cgroup_works:
         log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
@@ -104,7 +104,7 @@ class LinuxExecutor(Executor):
         """Add to the plan what needs the state directory (mount points)."""
 
     def _before_release(self, cmd: ExecCommand, child: Child) -> None:
-        """The child is cloned and waits (``plan.wait_for_parent``): last words
+        """The child is cloned and waits (``plan.wait_for_parent`` / ``hold_task``): last words
         before it runs (the container executor writes user-namespace id maps)."""
 
     def _device_rules(self, cmd: ExecCommand) -> Optional[List[DeviceRule]]:
@@ -141,19 +141,27 @@ class LinuxExecutor(Executor):
                                            devices=self._device_rules(cmd))
                 self._cgroup.create()
                 # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
-                # child waits until we have written its pid into every hierarchy.
+                # child sets up its root meanwhile and waits before the task
+                # starts until we have written its pid into every hierarchy.
                 cgroup_fd = self._cgroup.open_dir_fd()
                 plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
-                plan.wait_for_parent = plan.wait_for_parent or cgroup_fd is None
+                plan.hold_task = plan.hold_task or cgroup_fd is None
             started_at = time.time()
             try:
                 child = spawn_into_cgroup(plan)
             finally:
                 if cgroup_fd is not None:
                     os.close(cgroup_fd)
-            if self._cgroup is not None and plan.cgroup_fd < 0:
-                self._cgroup.add_pid(child.pid)
-            self._before_release(cmd, child)
+            try:
+                if self._cgroup is not None and plan.cgroup_fd < 0:
+                    self._cgroup.add_pid(child.pid)
+                self._before_release(cmd, child)
+            except OSError:
+                # A child that failed its own set-up meanwhile is gone: its
+                # report, not our failed write, is the error to raise.
+                if child_exited(child):
+                    wait_exec(child)
+                raise
             release(child)
             wait_exec(child)
             self._write_state(child.pid, started_at)
