@@ -157,7 +157,9 @@ def _cgroup_dirs() -> FrozenSet[str]:
     except OSError:
         hierarchies = []
     for hierarchy in hierarchies:
-        walk(hierarchy, 1, False)
+        # On cgroup v2 the tops are cgroups: /sys/fs/cgroup/pyexec is the kept
+        # parent itself, and the task cgroups right below it count.
+        walk(hierarchy, 1, os.path.basename(hierarchy) == "pyexec")
     return frozenset(found)
 
 
@@ -297,13 +299,13 @@ def run(tmp_path: Path, task_dir: Path):
 
 @pytest.fixture
 def executors():
-    """A factory of container executors that are all shut down after the test."""
+    """A factory of executors (container by default) that are all shut down after the test."""
     from pyexec import new_executor
 
     made = []
 
-    def make(**options):
-        ex = new_executor("container", **options)
+    def make(kind: str = "container", **options):
+        ex = new_executor(kind, **options)
         made.append(ex)
         return ex
 

@@ -28,17 +28,8 @@ def kind(request) -> str:
 
 
 @pytest.fixture
-def make(kind):
-    made = []
-
-    def _make():
-        ex = new_executor(kind)
-        made.append(ex)
-        return ex
-
-    yield _make
-    for ex in made:
-        ex.shutdown(grace=0)
+def make(kind, executors):
+    return lambda: executors(kind)
 
 
 def cmd(task_dir: Path, argv, **fields) -> ExecCommand:

@@ -93,8 +93,11 @@ def monitors() -> list:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_new_caller_takes_over_a_running_task(kind, task_dir, subreaper):
-    caller, handle = caller_launches(kind, task_dir, sh("trap 'echo term; exit 5' TERM; "
+    caller, handle = caller_launches(kind, task_dir, sh("trap 'echo term; exit 5' TERM; echo ready; "
                                                         "while :; do sleep 0.05; done"))
+    log = task_dir / "logs" / f"{task_dir.name}.stdout.0"
+    # The trap is set before SIGTERM comes (a slow machine may not be there yet at launch).
+    wait_for(lambda: "ready" in (log.read_text() if log.exists() else ""), timeout=30, what="the trap")
     kill(caller)
     assert psutil.pid_exists(handle["pid"])  # the monitor and its task outlive the caller
     ex = reattach(json.dumps(handle))        # a handle survives a JSON round trip

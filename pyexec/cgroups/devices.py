@@ -2,24 +2,31 @@
 
 v1: the task cgroup's list starts from "deny all" (devices.deny "a") and
 allows runc's default set plus the requested nodes (devices.allow). v2 has
-no control files for this: the kernel wants an eBPF program of type
-BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup, which pyexec does not load
-yet; on v2 the rules are therefore NOT enforced, and a warning says so once
-per process (the README says so too). The task's /dev holds only the allowed
-nodes either way (see rootfs.py), and a node made with mknod on /dev is
-useless on v1; on v2, nodev is what stops it.
+no control files for this: the kernel runs an eBPF program of type
+BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup on every open and mknod
+of a device node. ``device_program`` assembles one from the rules (first
+matching rule allows, else deny: the v1 semantics) and ``set_devices_v2``
+loads and attaches it with bpf(2). Where bpf(2) is refused (a seccomp
+profile, no CONFIG_CGROUP_BPF) the rules are not enforced and a warning
+says so once per process. The task's /dev holds only the allowed nodes
+either way (see rootfs.py).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
+import platform
 import stat
-from typing import List, NamedTuple, Optional, Sequence
+import struct
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
 from .base import write_value
 
-__all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2"]
+__all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2",
+           "device_program"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +79,120 @@ def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
 
 _warned: List[bool] = []
 
+def _lib():
+    # The compiled shim carries bpf(2)'s numbers and layouts from the kernel's
+    # headers (pyexec/_build_shim.py): nothing here is copied by hand.
+    from .. import _shim
+    return _shim.lib
+
+
+def _devcg() -> Dict[str, Dict[str, int]]:
+    lib = _lib()
+    return {"type": {"b": lib.BPF_DEVCG_DEV_BLOCK, "c": lib.BPF_DEVCG_DEV_CHAR},
+            "access": {"m": lib.BPF_DEVCG_ACC_MKNOD, "r": lib.BPF_DEVCG_ACC_READ, "w": lib.BPF_DEVCG_ACC_WRITE}}
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+
+
+def device_program(rules: Sequence[DeviceRule]) -> bytes:
+    """A BPF_PROG_TYPE_CGROUP_DEVICE program: 1 (allow) when a rule matches the
+    device's type, major and minor and grants every access asked, else 0."""
+    lib = _lib()
+    ldxw, exit_ = lib.BPF_LDX | lib.BPF_W | lib.BPF_MEM, lib.BPF_JMP | lib.BPF_EXIT
+    mov_x, mov_k = lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_X, lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_K
+    and_k, rsh_k = lib.BPF_ALU64 | lib.BPF_AND | lib.BPF_K, lib.BPF_ALU64 | lib.BPF_RSH | lib.BPF_K
+    jne_k = lib.BPF_JMP | lib.BPF_JNE | lib.BPF_K
+    names = _devcg()
+    all_access = sum(names["access"].values())
+    prog = [
+        _insn(ldxw, dst=2, src=1, off=lib.PX_DEVCG_ACCESS_OFFSET),  # r2 = ctx->access_type
+        _insn(mov_x, dst=3, src=2),                                 # r3 = r2 & 0xffff: the device type
+        _insn(and_k, dst=3, imm=0xFFFF),
+        _insn(rsh_k, dst=2, imm=16),                                # r2 >>= 16: the access bits
+        _insn(ldxw, dst=4, src=1, off=lib.PX_DEVCG_MAJOR_OFFSET),   # r4 = major
+        _insn(ldxw, dst=5, src=1, off=lib.PX_DEVCG_MINOR_OFFSET),   # r5 = minor
+    ]
+    for rule in rules:
+        if rule.kind not in names["type"] or set(rule.permissions) - set(names["access"]):
+            raise ConfigError("devices", rule.text(), "is not a device rule (b|c, permissions of rwm)")
+        checks = [(3, names["type"][rule.kind])]
+        checks += [(4, rule.major)] if rule.major is not None else []
+        checks += [(5, rule.minor)] if rule.minor is not None else []
+        allowed = sum(names["access"][p] for p in set(rule.permissions))
+        length = len(checks) + 3 + 2  # the checks, the access test, return 1
+        for i, (reg, value) in enumerate(checks):
+            prog.append(_insn(jne_k, dst=reg, off=length - i - 1, imm=value))  # no match: next rule
+        prog += [_insn(mov_x, dst=6, src=2),  # asks for an access the rule does not grant: next rule
+                 _insn(and_k, dst=6, imm=~allowed & all_access),
+                 _insn(jne_k, dst=6, off=2, imm=0),
+                 _insn(mov_k, dst=0, imm=1),
+                 _insn(exit_)]
+    prog += [_insn(mov_k, dst=0, imm=0), _insn(exit_)]
+    return b"".join(prog)
+
+
+def _bpf(cmd: int, attr: ctypes.Array) -> int:
+    nr = getattr(_lib(), "__NR_bpf", None)
+    if nr is None:
+        raise OSError(errno.ENOSYS, f"this architecture ({platform.machine()}) has no bpf(2)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), attr, ctypes.c_long(len(attr)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(ret)
+
+
+def _attach_device_program(path: str, rules: Sequence[DeviceRule]) -> None:
+    code = device_program(rules)
+    insns = ctypes.create_string_buffer(code, len(code))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    verifier_log = ctypes.create_string_buffer(65536)
+    lib = _lib()
+    attr = ctypes.create_string_buffer(lib.PX_BPF_ATTR_SIZE)
+    for fmt, offset, value in (("=I", lib.PX_BPF_LOAD_TYPE_OFFSET, lib.BPF_PROG_TYPE_CGROUP_DEVICE),
+                               ("=I", lib.PX_BPF_LOAD_INSN_CNT_OFFSET, len(code) // 8),
+                               ("=Q", lib.PX_BPF_LOAD_INSNS_OFFSET, ctypes.addressof(insns)),
+                               ("=Q", lib.PX_BPF_LOAD_LICENSE_OFFSET, ctypes.addressof(license_)),
+                               ("=I", lib.PX_BPF_LOAD_LOG_LEVEL_OFFSET, 1),
+                               ("=I", lib.PX_BPF_LOAD_LOG_SIZE_OFFSET, len(verifier_log)),
+                               ("=Q", lib.PX_BPF_LOAD_LOG_BUF_OFFSET, ctypes.addressof(verifier_log)),
+                               ("16s", lib.PX_BPF_LOAD_NAME_OFFSET, b"pyexec_devices")):
+        struct.pack_into(fmt, attr, offset, value)
+    try:
+        prog_fd = _bpf(lib.BPF_PROG_LOAD, attr)
+    except OSError as exc:
+        text = verifier_log.value.decode(errors="replace").strip().splitlines()
+        if text:
+            exc.strerror = f"{exc.strerror} (verifier: {text[-1]})"
+        raise
+    try:
+        cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            attach = ctypes.create_string_buffer(lib.PX_BPF_ATTR_SIZE)
+            for offset, value in ((lib.PX_BPF_ATTACH_TARGET_OFFSET, cgroup_fd),
+                                  (lib.PX_BPF_ATTACH_FD_OFFSET, prog_fd),
+                                  (lib.PX_BPF_ATTACH_TYPE_OFFSET, lib.BPF_CGROUP_DEVICE),
+                                  (lib.PX_BPF_ATTACH_FLAGS_OFFSET, lib.BPF_F_ALLOW_MULTI)):
+                struct.pack_into("=I", attach, offset, value)
+            _bpf(lib.BPF_PROG_ATTACH, attach)
+        finally:
+            os.close(cgroup_fd)
+    finally:
+        os.close(prog_fd)  # the cgroup holds the program now, until it is removed
+
 
 def set_devices_v2(path: str, rules: Sequence[DeviceRule]) -> None:
-    """Not enforced on cgroup v2 yet (needs an eBPF device program): say so once."""
-    if not _warned:
-        _warned.append(True)
-        log.warning("cgroup v2: device rules are not enforced (no eBPF device program yet); "
-                    "the task's /dev still holds only the allowed nodes")
+    """Attach the eBPF device program for ``rules`` to the cgroup at ``path``;
+    when bpf(2) is refused, warn once that the rules are not enforced."""
+    try:
+        _attach_device_program(path, rules)
+        log.debug("attached a device program (%d rules) to %s", len(rules), path)
+    except OSError as exc:
+        if not _warned:
+            _warned.append(True)
+            log.warning("cgroup v2: device rules are not enforced: loading the eBPF device program "
+                        "failed (%s); the task's /dev still holds only the allowed nodes", exc)

@@ -8,15 +8,21 @@ creating/removing the directories, moving pids, the directory fd for
 clone3(CLONE_INTO_CGROUP) and the kill loop (cgroup.kill, kernel 5.14+; else
 cgroup.freeze, 5.2+, plus SIGKILL; else plain SIGKILL rounds).
 
-Placement: the cgroup goes under the hierarchy root
-(``/sys/fs/cgroup/pyexec/<name>``) when we may write there (root). Otherwise
--- a non-root caller in a subtree systemd delegated to it -- under the
-caller's own cgroup (``<own>/pyexec/<name>``). Either way the base may hold
-processes: a cgroup namespace root inside a container, or our own cgroup.
+Placement: when the caller runs in a cgroup that systemd delegated to it
+(a Delegate=yes service or scope; systemd 251+ marks those with the
+``trusted.delegate``/``user.delegate`` xattr), task cgroups go inside it
+(``<own>/pyexec/<name>``) -- a delegated unit owns its subtree and nothing
+else, root or not. Otherwise under the hierarchy root
+(``/sys/fs/cgroup/pyexec/<name>``) when we may write there (root), else --
+a non-root caller whose cgroup was handed to it -- under the caller's own
+cgroup. Either way the base may hold processes: a cgroup namespace root
+inside a container, or our own cgroup with the rest of our service.
 Controllers can only be enabled for the children of a cgroup without member
 processes ("no internal processes" rule; only the real root is exempt), so
-on EBUSY the base's processes move into a ``leaf`` child first, as
-container init scripts do.
+the base's processes move into a ``leaf`` child before the first controller
+is enabled there, as container init scripts do, and the task cgroups are made
+beside that leaf.
+A caller found in ``<base>/leaf`` later still uses ``<base>``.
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ from .io import check_io_v2, set_io_v2, stat_io_v2
 from .memory import check_memory_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
 
-__all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "STATS_CONTROLLERS"]
+__all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "is_delegated",
+           "STATS_CONTROLLERS"]
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +81,44 @@ def own_cgroup(root: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
     raise FileNotFoundError(errno.ENOENT, f"{proc_cgroup} has no cgroup v2 line")
 
 
+#: What systemd (251+) sets to "1" on the cgroup of a Delegate=yes unit.
+DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")
+
+
+def is_delegated(directory: str) -> bool:
+    """Whether systemd delegated the cgroup ``directory`` (its xattr says so)."""
+    for name in DELEGATE_XATTRS:
+        try:
+            if os.getxattr(directory, name).strip() == b"1":
+                return True
+        except OSError:  # ENODATA, EPERM for trusted.* without CAP_SYS_ADMIN, ENOTSUP
+            continue
+    return False
+
+
+def _outside_leaf(root: str, own: str) -> str:
+    """``own``, or its parent when ``own`` is the leaf that
+    move_members_to_leaf put us in (else every manager would nest one deeper)."""
+    if own != root and os.path.basename(own) == LEAF:
+        return os.path.dirname(own)
+    return own
+
+
 def placement_base(root: str) -> str:
-    """Where task cgroups go: the hierarchy root when we may create cgroups and
-    enable controllers there, else the caller's own (delegated) cgroup."""
+    """Where task cgroups go: our own cgroup when systemd delegated it to us;
+    else the hierarchy root when we may create cgroups and enable controllers
+    there; else the caller's own (handed-over) cgroup."""
+    try:
+        own: Optional[str] = _outside_leaf(root, own_cgroup(root))
+    except FileNotFoundError:
+        own = None
+    if own is not None and own != root and is_delegated(own):
+        return own
     if os.access(os.path.join(root, "cgroup.subtree_control"), os.W_OK) and os.access(root, os.W_OK):
         return root
-    return own_cgroup(root)
+    if own is None:
+        raise FileNotFoundError(errno.ENOENT, "/proc/self/cgroup has no cgroup v2 line")
+    return own
 
 
 def _procs_of(directory: str) -> List[int]:
@@ -106,6 +145,13 @@ def move_members_to_leaf(directory: str) -> None:
         except ProcessLookupError:
             continue
     log.info("moved the processes of %s into %s to enable controllers below it", directory, leaf)
+
+
+def _has_members(directory: str) -> bool:
+    """Whether ``directory`` holds processes and is bound by the no-internal-
+    process rule: every cgroup but the real root (which has no cgroup.type;
+    a cgroup namespace's root does have one)."""
+    return os.path.exists(os.path.join(directory, "cgroup.type")) and bool(_procs_of(directory))
 
 
 def _controllers(directory: str, filename: str = "cgroup.controllers") -> Set[str]:
@@ -144,16 +190,22 @@ class V2Manager(CgroupManager):
         needed = self._needed(res)
         available = _controllers(directory)
         enabled = _controllers(directory, "cgroup.subtree_control")
-        for ctl in sorted(set(STATS_CONTROLLERS) | set(needed)):
-            if ctl in enabled or ctl not in available:
-                continue
+        wanted = [ctl for ctl in sorted(set(STATS_CONTROLLERS) | set(needed))
+                  if ctl not in enabled and ctl in available]
+        if wanted and directory == self.base and _has_members(directory):
+            # Move first rather than on EBUSY: the threaded controllers (cpu,
+            # pids, cpuset) are accepted in a cgroup with members and make it
+            # a thread root, where memory and io then fail with EOPNOTSUPP.
+            move_members_to_leaf(directory)
+        for ctl in wanted:
             try:
                 try:
                     _write_subtree_control(directory, ctl)
                 except OSError as e:
-                    if e.errno != errno.EBUSY or directory != self.base or not _procs_of(directory):
+                    if e.errno != errno.EBUSY or directory != self.base:
                         raise
-                    move_members_to_leaf(directory)
+                    if _procs_of(directory):  # else a concurrent launch moved them already
+                        move_members_to_leaf(directory)
                     _write_subtree_control(directory, ctl)
             except OSError as e:
                 if ctl not in needed:
