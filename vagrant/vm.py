@@ -231,6 +231,10 @@ mkdir -p /upper/data /upper/work
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work overlay /newroot \
     || die "cannot mount the overlay root"
 i=0; while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+# Keep the host's /tmp reachable (a CI checkout may live there): vminit.py
+# binds the command's directory back from /run/host-tmp.
+mkdir -p /hosttmp
+mount --bind /newroot/tmp /hosttmp || die "cannot keep the host's /tmp"
 mount -t ext4 -o discard /dev/vda /newroot/tmp || die "cannot mount the scratch disk on /tmp"
 chmod 1777 /newroot/tmp
 for d in proc sys dev; do mount --move /$d /newroot/$d; done
@@ -241,6 +245,8 @@ mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /newroot/dev
 mount -t tmpfs -o mode=1777,nosuid,nodev shm /newroot/dev/shm
 mount -t mqueue mqueue /newroot/dev/mqueue
 mount -t tmpfs -o mode=0755,nosuid,nodev run /newroot/run
+mkdir -p /newroot/run/host-tmp
+mount --move /hosttmp /newroot/run/host-tmp || die "cannot move the host's /tmp"
 mkdir -p /newroot/run/vm-io
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vmio /newroot/run/vm-io \
     || die "cannot mount the io share"

@@ -101,6 +101,17 @@ def exec_systemd(spec: dict, out: int, log) -> None:
     os.execv(SYSTEMD, [SYSTEMD, f"--unit={UNIT}", "--log-target=console", "--show-status=no"])
 
 
+def keep_host_tmp_path(cwd: str) -> None:
+    """/tmp is the VM's scratch disk; a command directory under the host's /tmp
+    (a CI clone) is bound back at its path from /run/host-tmp."""
+    parts = os.path.normpath(cwd).split("/")
+    if len(parts) < 3 or parts[1] != "tmp":
+        return
+    source, target = os.path.join("/run/host-tmp", parts[2]), os.path.join("/tmp", parts[2])
+    os.makedirs(target, exist_ok=True)
+    subprocess.run(["mount", "--bind", source, target], check=True)
+
+
 def main() -> None:
     booted = uptime()
     out = os.open(OUTPUT, os.O_WRONLY | os.O_NOCTTY)
@@ -116,6 +127,7 @@ def main() -> None:
             controllers = f.read().strip()
         log.write(f"[vm] kernel {os.uname().release} up after {booted:.1f}s; "
                   f"cgroup2 controllers: {controllers}\n")
+        keep_host_tmp_path(spec["cwd"])
         if spec.get("init") == "systemd":
             exec_systemd(spec, out, log)
         start = time.monotonic()
