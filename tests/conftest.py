@@ -235,6 +235,32 @@ def _kill(pids: List[int]) -> None:
             time.sleep(0.01)
 
 
+def _kept_parents() -> FrozenSet[str]:
+    """The executors' kept parent cgroups (<hierarchy>/pyexec) that exist now."""
+    try:
+        from pyexec.cgroups import parent_dirs
+        return frozenset(d for d in parent_dirs() if os.path.isdir(d))
+    except (ImportError, OSError):
+        return frozenset()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_kept_parents_left():
+    """The executors keep their parent cgroup between tasks on purpose (the
+    per-test check allows it), and their state root; the run as a whole must
+    not leave either behind when it made it. Still occupied means a task leaked: the per-test check
+    has reported that, so it is left for the operator to see."""
+    before = _kept_parents()
+    had_state_root = os.path.isdir(STATE_ROOT)
+    yield
+    made = sorted(_kept_parents() - before) + ([] if had_state_root else [STATE_ROOT])
+    for directory in made:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail the test if it left processes, mounts, state dirs or cgroups behind."""

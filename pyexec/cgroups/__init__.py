@@ -27,7 +27,7 @@ from .devices import DeviceRule
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 
-__all__ = ["detect_mode", "new_manager", "task_names", "may_create_cgroups", "CgroupManager", "V1Manager", "V2Manager"]
+__all__ = ["detect_mode", "new_manager", "parent_dirs", "task_names", "may_create_cgroups", "CgroupManager", "V1Manager", "V2Manager"]
 
 
 # A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.
@@ -74,18 +74,24 @@ def new_manager(name: str, resources: Resources, parent: str = "pyexec",
     return manager
 
 
-def task_names(parent: str = "pyexec") -> List[str]:
-    """Names of the task cgroups that exist under ``parent`` in any hierarchy
-    (a crashed caller may leave one in some hierarchies only)."""
+def parent_dirs(parent: str = "pyexec") -> List[str]:
+    """The directories of the parent cgroup ``parent`` in every hierarchy a
+    task may join (whether they exist or not). Executors keep them between
+    tasks; everything below them is a task's."""
     if detect_mode() == "v2":
         tops = [placement_base(unified_root())]
     else:
         tops = sorted(set(v1_mounts().values()))
+    return [os.path.join(top, parent.strip("/")) for top in tops]
+
+
+def task_names(parent: str = "pyexec") -> List[str]:
+    """Names of the task cgroups that exist under ``parent`` in any hierarchy
+    (a crashed caller may leave one in some hierarchies only)."""
     names = set()
-    for top in tops:
+    for directory in parent_dirs(parent):
         try:
-            names.update(entry.name for entry in os.scandir(os.path.join(top, parent.strip("/")))
-                         if entry.is_dir(follow_symlinks=False))
+            names.update(entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False))
         except FileNotFoundError:
             continue
     return sorted(names)
