@@ -273,6 +273,18 @@ def remove_tree(directory: str, timeout: float = 2.0) -> None:
                 delay = min(delay * 2, 0.1)
 
 
+def retry_vanished_parent(make: Callable[[], None], attempts: int = 5) -> None:
+    """Call ``make``; again when it fails with FileNotFoundError, because a
+    sibling task's destroy() removed an empty shared parent between our mkdirs."""
+    for attempt in range(attempts):
+        try:
+            make()
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+
+
 def undo_created(created: Sequence[str]) -> None:
     """rmdir the directories a failed create() made, newest first; never raises."""
     for path in reversed(created):
@@ -347,12 +359,28 @@ class CgroupManager(abc.ABC):
         """Controller name -> absolute cgroup directory (v2: {"unified": path})."""
 
     @abc.abstractmethod
-    def create(self) -> None:
-        """Create the cgroup(s), cleaning a stale one of the same name first, and apply limits."""
+    def _check_controllers(self, res: Resources) -> None:
+        """ConfigError for a set field whose controller this host or task lacks."""
 
     @abc.abstractmethod
-    def update(self, resources: Resources) -> None:
-        """Change limits of the live cgroup (None fields stay as they are)."""
+    def _make_dirs(self, created: List[str]) -> None:
+        """mkdir the task cgroup(s) and missing parents, appending each made
+        directory to ``created``; retried by ``create`` when a sibling's
+        destroy() removes a shared parent meanwhile (FileNotFoundError)."""
+
+    @abc.abstractmethod
+    def _check_files(self, res: Resources) -> None:
+        """ConfigError for a set field whose control file is missing."""
+
+    @abc.abstractmethod
+    def _apply(self, res: Resources) -> None:
+        """Write the set fields of ``res`` to the control files."""
+
+    def _after_create(self) -> None:
+        """Backend set-up beyond the limits (device rules, I/O accounting)."""
+
+    def _before_update(self, res: Resources) -> None:
+        """What an update needs before its checks (v2: controllers enabled down the path)."""
 
     @abc.abstractmethod
     def _sample(self) -> ResourceUsage:
@@ -369,6 +397,45 @@ class CgroupManager(abc.ABC):
     @abc.abstractmethod
     def _write_pid(self, pid: int) -> None:
         """Move ``pid`` into the cgroup(s)."""
+
+    # -- creating and updating: the same sequence on both backends -------------
+    def create(self) -> None:
+        """Create the cgroup(s), cleaning a stale one of the same name first
+        (its processes are killed), and apply limits.
+
+        On any failure everything this call created is removed before the error
+        propagates; a missing controller or control file is a ConfigError.
+        """
+        self._check_controllers(self.resources)
+        created: List[str] = []
+        try:
+            if self.exists():
+                log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
+                            "and removing it", self.parent, self.name)
+                self._remove_own_dirs()
+            self._make_dirs(created)
+            self._check_files(self.resources)
+            self._apply(self.resources)
+            self._after_create()
+            self._oom_baseline = self._oom_kill_count() or 0
+            self._started()
+        except BaseException:
+            undo_created(created)
+            raise
+
+    def update(self, resources: Resources) -> None:
+        """Change limits of the live cgroup; fields that are None keep their
+        current value (limits are changed, never removed)."""
+        if not isinstance(resources, Resources):
+            raise ConfigError("resources", resources, "is not a Resources")
+        merged, to_apply = merge_update(self.resources, resources)
+        self._check_controllers(to_apply)
+        if not self.exists():
+            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
+        self._before_update(to_apply)
+        self._check_files(to_apply)
+        self._apply(to_apply)
+        self.resources = merged
 
     def open_dir_fd(self) -> Optional[int]:
         """A directory fd of the cgroup for clone3(CLONE_INTO_CGROUP); None on v1."""

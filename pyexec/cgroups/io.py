@@ -23,7 +23,7 @@ from typing import Optional, Set
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import IoUsage
-from .base import read_text, write_value
+from .base import read_text, write_text, write_value
 
 __all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "stat_io_v1", "parse_service_bytes_v1",
            "enable_io_accounting_v1",
@@ -77,7 +77,7 @@ _accounting_lock = threading.Lock()
 def enable_io_accounting_v1(path: str, sys_block: str = "/sys/block") -> None:
     """Make blk-throttle set up every disk's queue so the v1 throttle stats
     count: write a read_bps rule for each disk into the blkio cgroup ``path``
-    and remove it at once ("MAJ:MIN 0"). Done once per disk per process;
+    and remove it at once ("MAJ:MIN 0"). Done once per disk name per process;
     disks that refuse (no queue, not a whole disk) are skipped."""
     rule = os.path.join(path, "blkio.throttle.read_bps_device")
     if not os.path.exists(rule):
@@ -87,21 +87,21 @@ def enable_io_accounting_v1(path: str, sys_block: str = "/sys/block") -> None:
             disks = os.listdir(sys_block)
         except FileNotFoundError:
             return
+        # Known disks are skipped by name: a launch lists /sys/block and reads
+        # nothing more unless a disk appeared since.
         for disk in disks:
+            if disk in _accounted_disks:
+                continue
             try:
-                with open(os.path.join(sys_block, disk, "dev")) as f:
-                    dev = f.read().strip()
+                dev = read_text(os.path.join(sys_block, disk, "dev"))
             except OSError:
                 continue
-            if dev in _accounted_disks:
-                continue
+            _accounted_disks.add(disk)
             try:
                 for value in ("1099511627776", "0"):  # 1 TiB/s, then "no rule"
-                    with open(rule, "w") as f:
-                        f.write(f"{dev} {value}")
+                    write_text(rule, f"{dev} {value}")
             except OSError as exc:
                 log.debug("no blk-throttle accounting for %s (%s): %s", disk, dev, exc)
-            _accounted_disks.add(dev)
 
 
 def parse_service_bytes_v1(text: str) -> IoUsage:

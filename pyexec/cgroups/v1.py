@@ -26,8 +26,8 @@ from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
-    freeze_kill_thaw, undo_created,
-    CgroupManager, cgroup_mounts, write_text, fields_needing, kill_pids, tree_pids, merge_update, read_text,
+    freeze_kill_thaw, retry_vanished_parent,
+    CgroupManager, cgroup_mounts, write_text, fields_needing, kill_pids, tree_pids, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
@@ -144,7 +144,11 @@ class V1Manager(CgroupManager):
             by_mount.setdefault(mount, []).append(ctl)
         return by_mount
 
-    def _make_dirs(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
+    def _make_dirs(self, created: List[str]) -> None:
+        for mount, ctls in self._unique_mounts().items():
+            retry_vanished_parent(lambda: self._make_dirs_in(mount, "cpuset" in ctls, created))
+
+    def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
         """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
         levels = self.parent.split("/") + [self.name]
         for depth in range(1, len(levels) + 1):
@@ -160,56 +164,14 @@ class V1Manager(CgroupManager):
             if is_cpuset:
                 init_cpuset_v1(path)
 
-    def create(self) -> None:
-        """Create <parent>/<name> in every hierarchy, clean a stale one first, apply limits.
-
-        On any failure everything this call created is removed before the error
-        propagates; a missing controller or control file is a ConfigError.
-        """
-        self._check_controllers(self.resources)
-        created: List[str] = []
-        try:
-            if self.exists():
-                log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
-                            "and removing it", self.parent, self.name)
-                self._remove_own_dirs()
-            for mount, ctls in self._unique_mounts().items():
-                for attempt in range(5):
-                    try:
-                        self._make_dirs(mount, "cpuset" in ctls, created)
-                        break
-                    except FileNotFoundError:
-                        # A sibling's destroy() removed the shared, empty parent
-                        # between our mkdirs; make it again.
-                        if attempt == 4:
-                            raise
-            self._check_files(self.resources)
-            self._apply(self.resources)
-            if "blkio" in self._paths:
-                enable_io_accounting_v1(self._paths["blkio"])
-            if self.device_rules is not None:
-                if "devices" in self._paths:
-                    set_devices_v1(self._paths["devices"], self.device_rules)
-                else:
-                    set_devices_v2(self._paths.get("unified", ""), self.device_rules)  # warns: not enforced
-            memory = self._paths.get("memory")
-            self._oom_baseline = (oom_kills_v1(memory) or 0) if memory else 0
-            self._started()
-        except BaseException:
-            undo_created(created)
-            raise
-
-    def update(self, resources: Resources) -> None:
-        """Change limits live; fields that are None keep their current value."""
-        if not isinstance(resources, Resources):
-            raise ConfigError("resources", resources, "is not a Resources")
-        merged, to_apply = merge_update(self.resources, resources)
-        self._check_controllers(to_apply)
-        if not self.exists():
-            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.parent}/{self.name} does not exist")
-        self._check_files(to_apply)
-        self._apply(to_apply)
-        self.resources = merged
+    def _after_create(self) -> None:
+        if "blkio" in self._paths:
+            enable_io_accounting_v1(self._paths["blkio"])
+        if self.device_rules is not None:
+            if "devices" in self._paths:
+                set_devices_v1(self._paths["devices"], self.device_rules)
+            else:
+                set_devices_v2(self._paths.get("unified", ""), self.device_rules)  # warns: not enforced
 
     def _write_pid(self, pid: int) -> None:
         for directory in self._dirs():

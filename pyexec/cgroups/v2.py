@@ -35,8 +35,8 @@ from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
-    freeze_kill_thaw, undo_created,
-    CgroupManager, cgroup_mounts, fields_needing, kill_pids, merge_update, read_keyed,
+    freeze_kill_thaw, retry_vanished_parent,
+    CgroupManager, cgroup_mounts, fields_needing, kill_pids, read_keyed,
     read_text, remove_empty_parents,
 )
 from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
@@ -218,7 +218,10 @@ class V2Manager(CgroupManager):
                                   f"{directory}/cgroup.subtree_control failed: {os.strerror(e.errno or 0)}"
                                   ) from e
 
-    def _make_dirs(self, res: Resources, created: List[str]) -> None:
+    def _make_dirs(self, created: List[str]) -> None:
+        retry_vanished_parent(lambda: self._make_path(self.resources, created))
+
+    def _make_path(self, res: Resources, created: List[str]) -> None:
         directory = self.base
         levels = self.parent.split("/") + [self.name]
         for depth, part in enumerate(levels, 1):
@@ -241,56 +244,23 @@ class V2Manager(CgroupManager):
             setter(self.path, res)
 
     # -- lifecycle -------------------------------------------------------------------
-    def create(self) -> None:
-        """Enable controllers down the path, create the cgroup (cleaning a stale
-        one first) and apply limits; undo all on failure.
+    def _after_create(self) -> None:
+        """Device rules. memory.oom.group stays 0, as on v1 (and runc's
+        default): the task's monitor lives in this cgroup, and a group OOM kill
+        would take it down with the task, so no exit record, log tail or
+        cleanup would follow."""
+        if self.device_rules is not None:
+            set_devices_v2(self.path, self.device_rules)
 
-        memory.oom.group stays 0, as on v1 (and runc's default): the task's
-        monitor lives in this cgroup, and a group OOM kill would take it down
-        with the task, so no exit record, log tail or cleanup would follow."""
-        self._check_controllers(self.resources)
-        created: List[str] = []
-        try:
-            if self.exists():
-                log.warning("cgroup %s exists (stale from a crashed run?); killing its processes "
-                            "and removing it", self.path)
-                self._remove_own_dirs()
-            for attempt in range(5):
-                try:
-                    self._make_dirs(self.resources, created)
-                    break
-                except FileNotFoundError:
-                    # A sibling's destroy() removed the empty shared parent; again.
-                    if attempt == 4:
-                        raise
-            self._check_files(self.resources)
-            self._apply(self.resources)
-            if self.device_rules is not None:
-                set_devices_v2(self.path, self.device_rules)
-            self._oom_baseline = oom_kills_v2(self.path) or 0
-            self._started()
-        except BaseException:
-            undo_created(created)
-            raise
-
-    def update(self, resources: Resources) -> None:
-        """Change limits live; fields that are None keep their current value."""
-        if not isinstance(resources, Resources):
-            raise ConfigError("resources", resources, "is not a Resources")
-        merged, to_apply = merge_update(self.resources, resources)
-        self._check_controllers(to_apply)
-        if not self.exists():
-            raise FileNotFoundError(errno.ENOENT, f"cgroup {self.path} does not exist")
+    def _before_update(self, res: Resources) -> None:
+        """Enable what ``res`` needs in every cgroup from the base down to ours."""
         parent = os.path.dirname(self.path)
         ancestors = []
         while parent != self.base and parent.startswith(self.base + os.sep):
             ancestors.append(parent)
             parent = os.path.dirname(parent)
         for directory in [self.base] + ancestors[::-1]:
-            self._enable(directory, to_apply)
-        self._check_files(to_apply)
-        self._apply(to_apply)
-        self.resources = merged
+            self._enable(directory, res)
 
     def open_dir_fd(self) -> Optional[int]:
         """An O_RDONLY|O_DIRECTORY|O_CLOEXEC fd of the cgroup for clone3's
