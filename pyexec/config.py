@@ -168,10 +168,10 @@ class Mount:
             raise ConfigError("mounts.source", self.source, "must be an absolute path")
         if not os.path.exists(self.source):
             raise ConfigError("mounts.source", self.source, "does not exist")
-        _check_container_path("mounts.target", self.target)
+        check_container_path("mounts.target", self.target)
 
 
-def _check_container_path(field_name: str, value: Any) -> str:
+def check_container_path(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise ConfigError(field_name, value, "must be an absolute path")
     if ".." in Path(value).parts:
@@ -483,7 +483,7 @@ class Isolation:
         for field_name in ("masked_paths", "readonly_paths"):
             paths = tuple(getattr(self, field_name))
             for path in paths:
-                _check_container_path(field_name, path)
+                check_container_path(field_name, path)
             put(self, field_name, paths)
         if self.capabilities is not None:
             from .caps import parse_capabilities  # needs the compiled shim (libcap names)
@@ -513,6 +513,33 @@ def _check_hostname(field_name: str, value: Any) -> str:
 
 
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+
+
+def check_argv(argv: Any) -> Tuple[str, ...]:
+    """``argv`` as a tuple, or a ConfigError: a non-empty list of strings without NUL."""
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence) or not argv:
+        raise ConfigError("argv", argv, "must be a non-empty list of strings")
+    for arg in argv:
+        if not isinstance(arg, str) or "\0" in arg:
+            raise ConfigError("argv", arg, "must be a string without NUL")
+    if not argv[0]:
+        raise ConfigError("argv", argv[0], "program name must not be empty")
+    return tuple(argv)
+
+
+def check_env(env: Mapping[str, Any]) -> None:
+    """ConfigError for a variable name or value the kernel's environ cannot hold."""
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigError("env", key, "is not a valid variable name (no '=' or NUL, not empty)")
+        if not isinstance(value, str) or "\0" in value:
+            raise ConfigError(f"env.{key}", value, "must be a string without NUL")
+
+
+def check_user(user: Any) -> None:
+    """ConfigError unless ``user`` is 'name', 'uid' or 'uid:gid'."""
+    if not isinstance(user, str) or not _USER_RE.match(user):
+        raise ConfigError("user", user, "is not a user ('name', 'uid' or 'uid:gid')")
 
 
 def default_env() -> Dict[str, str]:
@@ -555,15 +582,7 @@ class ExecCommand:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        argv = self.argv
-        if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence) or not argv:
-            raise ConfigError("argv", argv, "must be a non-empty list of strings")
-        for arg in argv:
-            if not isinstance(arg, str) or "\0" in arg:
-                raise ConfigError("argv", arg, "must be a string without NUL")
-        if not argv[0]:
-            raise ConfigError("argv", argv[0], "program name must not be empty")
-        put(self, "argv", tuple(argv))
+        put(self, "argv", check_argv(self.argv))
         task_dir = os.fspath(self.task_dir) if isinstance(self.task_dir, (str, os.PathLike)) else self.task_dir
         if not isinstance(task_dir, str) or not os.path.isabs(task_dir):
             raise ConfigError("task_dir", self.task_dir, "must be an absolute path")
@@ -575,14 +594,10 @@ class ExecCommand:
             raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
         put(self, "name", name)
         env = dict(self.env) if self.env is not None else default_env()
-        for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-                raise ConfigError("env", key, "is not a valid variable name (no '=' or NUL, not empty)")
-            if not isinstance(value, str) or "\0" in value:
-                raise ConfigError(f"env.{key}", value, "must be a string without NUL")
+        check_env(env)
         put(self, "env", env)
         if self.cwd is not None:
-            _check_container_path("cwd", self.cwd)
+            check_container_path("cwd", self.cwd)
         if not isinstance(self.log_config, LogConfig):
             raise ConfigError("log_config", self.log_config, "is not a LogConfig")
         if not isinstance(self.kill_on_caller_exit, bool):
@@ -591,8 +606,7 @@ class ExecCommand:
                 or not -1000 <= self.oom_score_adj <= 1000:
             raise ConfigError("oom_score_adj", self.oom_score_adj, "is not an integer in -1000..1000")
         if self.user is not None:
-            if not isinstance(self.user, str) or not _USER_RE.match(self.user):
-                raise ConfigError("user", self.user, "is not a user ('name', 'uid' or 'uid:gid')")
+            check_user(self.user)
         for field_name in ("stdout_path", "stderr_path", "stdin_path"):
             value = getattr(self, field_name)
             if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.path.isabs(value)):

@@ -40,7 +40,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import _shim
-from ..config import DEFAULT_PATH, ExecCommand
+from ..config import DEFAULT_PATH, ExecCommand, check_argv, check_container_path, check_env, check_user
 from ..errors import ConfigError, LaunchError, TaskExitedError
 from ..process import ExecResult, decode_wait_status
 from ..shim import CapabilitySets, Child, Credentials, MonitorPlan, SpawnPlan, release, wait_exec
@@ -118,29 +118,19 @@ def exec_record(kind: str, cmd: ExecCommand, plan: SpawnPlan) -> Dict[str, Any]:
 
 def _check_request(argv: Sequence[str], env: Optional[Mapping[str, str]], cwd: Optional[str],
                    user: Optional[str]) -> Tuple[Tuple[str, ...], Optional[Dict[str, str]]]:
-    if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence) or not argv:
-        raise ConfigError("argv", argv, "must be a non-empty list of strings")
-    for arg in argv:
-        if not isinstance(arg, str) or "\0" in arg:
-            raise ConfigError("argv", arg, "must be a string without NUL")
-    if not argv[0]:
-        raise ConfigError("argv", argv[0], "program name must not be empty")
+    """The same rules as ExecCommand's for the fields an exec overrides."""
+    checked_argv = check_argv(argv)
     checked_env = None
     if env is not None:
         if not isinstance(env, Mapping):
             raise ConfigError("env", env, "must be a mapping of names to strings")
-        checked_env = {}
-        for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-                raise ConfigError("env", key, "is not a valid variable name (no '=' or NUL, not empty)")
-            if not isinstance(value, str) or "\0" in value:
-                raise ConfigError(f"env.{key}", value, "must be a string without NUL")
-            checked_env[key] = value
-    if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd):
-        raise ConfigError("cwd", cwd, "must be an absolute path")
-    if user is not None and (not isinstance(user, str) or not user or "\0" in user):
-        raise ConfigError("user", user, "is not a user ('name', 'uid' or 'uid:gid')")
-    return tuple(argv), checked_env
+        checked_env = dict(env)
+        check_env(checked_env)
+    if cwd is not None:
+        check_container_path("cwd", cwd)
+    if user is not None:
+        check_user(user)
+    return checked_argv, checked_env
 
 
 def exec_plan(record: Mapping[str, Any], argv: Sequence[str], env: Optional[Mapping[str, str]],
