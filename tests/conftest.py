@@ -23,8 +23,11 @@ cascade into the following tests.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,3 +353,75 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01, what: str 
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# -- shared task scripts and callers -------------------------------------------------
+
+# Forks children that sleep, forever, and keeps trying when fork fails (EAGAIN
+# at the pids limit) -- dash would exit on the first failed fork instead.
+FORK_LOOP = """
+import os, time
+while True:
+    try:
+        if os.fork() == 0:
+            time.sleep(100)
+            os._exit(0)
+    except OSError:
+        time.sleep(0.001)
+"""
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A caller process: launches the task of its JSON argument, prints the
+# handle, then waits until the test kills it. "bridge" becomes the network.
+CALLER = """
+import json, sys
+from pyexec import Bridge, ExecCommand, Isolation, Resources, new_executor
+spec = json.loads(sys.argv[1])
+ex = new_executor(spec.pop("kind"))
+resources = Resources(**spec.pop("resources", {}))
+bridge = spec.pop("bridge", None)
+if bridge is not None:
+    spec["isolation"] = Isolation(network=Bridge(**bridge))
+ex.launch(ExecCommand(resources=resources, **spec))
+print(json.dumps(ex.handle()), flush=True)
+sys.stdin.read()          # until the test kills us
+"""
+
+
+def caller_launches(kind: str, task_dir: Path, argv, **fields):
+    """Start a caller that launches ``argv``; return (caller process, handle)."""
+    spec = dict(kind=kind, argv=list(argv), task_dir=str(task_dir), **fields)
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, json.dumps(spec)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    line = caller.stdout.readline()
+    assert line, f"the caller failed (exit {caller.wait()})"
+    return caller, json.loads(line)
+
+
+def kill_caller(caller: subprocess.Popen) -> None:
+    """SIGKILL a caller (its tasks live on) and reap it."""
+    caller.kill()
+    caller.wait()
+    caller.stdin.close()
+    caller.stdout.close()
+
+
+@pytest.fixture
+def subreaper():
+    """While a test kills callers, their orphaned monitors come to us (as they
+    would to systemd); those still there at the end are killed and reaped."""
+    import prctl
+
+    prctl.set_child_subreaper(1)
+    try:
+        yield
+    finally:
+        prctl.set_child_subreaper(0)
+        for child in psutil.Process().children():
+            try:
+                if child.name() == "pyexec-monitor":
+                    child.kill()
+                    os.waitpid(child.pid, 0)
+            except (psutil.Error, ChildProcessError):
+                pass

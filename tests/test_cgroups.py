@@ -23,6 +23,7 @@ from typing import Iterator, List
 
 import pytest
 
+from conftest import FORK_LOOP, wait_for
 from pyexec.cgroups import V1Manager, V2Manager, detect_mode, new_manager
 from pyexec.cgroups.base import cgroup_mounts, parse_keyed
 from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
@@ -122,15 +123,6 @@ def sleeper(procs: List[subprocess.Popen]) -> subprocess.Popen:
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --------------------------------------------------------------------------- detection
@@ -343,20 +335,6 @@ def test_oom_kill_is_detected(cg: str, procs: List[subprocess.Popen]) -> None:
         assert p.wait(timeout=30) == -signal.SIGKILL
         assert m.oom_killed()
         assert m.stats().memory.oom_kills >= 1
-
-
-# Forks children that sleep, forever, and keeps trying when fork fails (EAGAIN
-# at the pids limit) -- dash would exit on the first failed fork instead.
-FORK_LOOP = """
-import os, time
-while True:
-    try:
-        if os.fork() == 0:
-            time.sleep(100)
-            os._exit(0)
-    except OSError:
-        time.sleep(0.001)
-"""
 
 
 class _Subreaper:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import FORK_LOOP, wait_for
 from pyexec import ExecCommand, Resources
 from pyexec.cgroups import new_manager
 from pyexec.errors import ConfigError
@@ -76,20 +76,8 @@ def test_a_killed_task_under_a_limit_is_not_oom_killed(executors, task_dir):
 
 # -- pids --------------------------------------------------------------------------------
 
-FORK_BOMB = """
-import os, time
-while True:
-    try:
-        if os.fork() == 0:
-            time.sleep(100)
-            os._exit(0)
-    except OSError:
-        time.sleep(0.001)
-"""
-
-
 def test_a_fork_bomb_is_held_at_the_pids_limit_and_shutdown_leaves_nothing(executors, task_dir):
-    ex = launch(executors, task_dir, py(FORK_BOMB), resources=Resources(pids=32))
+    ex = launch(executors, task_dir, py(FORK_LOOP), resources=Resources(pids=32))
     wait_for(lambda: (ex.stats().pids.current or 0) >= 30, what="the fork bomb to fill its pids limit")
     time.sleep(0.3)
     s = ex.stats()

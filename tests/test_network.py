@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import ipaddress
-import json
 import os
 import shutil
 import signal
@@ -23,12 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
-import prctl
 import pytest
 from pyroute2 import IPRoute
 
-from conftest import IS_ROOT, wait_for
+from conftest import IS_ROOT, caller_launches, kill_caller, wait_for
 from pyexec import Bridge, ExecCommand, Isolation, reattach
 from pyexec import network
 from pyexec.errors import ConfigError, LaunchError
@@ -391,48 +388,11 @@ def test_the_subnet_runs_full(executors, tmp_path, clean_bridge):
 
 # -- reattach and stale cleanup ---------------------------------------------------------
 
-CALLER = """
-import json, sys
-from pyexec import Bridge, ExecCommand, Isolation, new_executor
-spec = json.loads(sys.argv[1])
-ex = new_executor("container")
-ex.launch(ExecCommand(argv=spec["argv"], task_dir=spec["task_dir"], name="reattached",
-                      isolation=Isolation(network=Bridge(**spec["bridge"]))))
-print(json.dumps(ex.handle()), flush=True)
-sys.stdin.read()          # until the test kills us
-"""
-
-
-@pytest.fixture
-def subreaper():
-    """The killed caller's monitor comes to us (as it would to systemd)."""
-    prctl.set_child_subreaper(1)
-    try:
-        yield
-    finally:
-        prctl.set_child_subreaper(0)
-        for child in psutil.Process().children():
-            try:
-                if child.name() == "pyexec-monitor":
-                    child.kill()
-                    os.waitpid(child.pid, 0)
-            except (psutil.Error, ChildProcessError):
-                pass
-
-
 def test_the_lease_survives_reattach_and_the_new_caller_releases_it(tmp_path, clean_bridge, subreaper):
     br = clean_bridge()
-    spec = {"argv": [PY, "-c", SERVE, "1"], "task_dir": str(tmp_path / "task"),
-            "bridge": {"name": br, "subnet": SUBNET, "ip": "10.231.0.50"}}
-    caller = subprocess.Popen([sys.executable, "-c", CALLER, json.dumps(spec)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd=str(REPO))
-    try:
-        handle = json.loads(caller.stdout.readline())
-    finally:
-        caller.kill()
-        caller.wait()
-        caller.stdout.close()
-        caller.stdin.close()
+    caller, handle = caller_launches("container", tmp_path / "task", [PY, "-c", SERVE, "1"], name="reattached",
+                                     bridge={"name": br, "subnet": SUBNET, "ip": "10.231.0.50"})
+    kill_caller(caller)
     # The caller is gone; its task, address and veth are not.
     assert os.path.exists(os.path.join(network.IPAM_ROOT, br, "10.231.0.50"))
     ex = reattach(handle)

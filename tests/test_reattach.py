@@ -13,67 +13,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import prctl
 import psutil
 import pytest
 
-from conftest import IS_ROOT, wait_for
+from conftest import IS_ROOT, caller_launches, kill_caller, wait_for
 from pyexec import ExecCommand, new_executor, reattach
 from pyexec.errors import ConfigError, TaskExitedError
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="container tasks and cgroups need root")
 
-REPO = Path(__file__).resolve().parent.parent
 KINDS = ["container", "universal"]
-
-CALLER = """
-import json, sys
-from pyexec import ExecCommand, Resources, new_executor
-spec = json.loads(sys.argv[1])
-ex = new_executor(spec.pop("kind"))
-resources = Resources(**spec.pop("resources", {}))
-ex.launch(ExecCommand(resources=resources, **spec))
-print(json.dumps(ex.handle()), flush=True)
-sys.stdin.read()          # until the test kills us
-"""
-
-
-@pytest.fixture
-def subreaper():
-    """Orphaned monitors of killed callers come to us; reap those that exited."""
-    prctl.set_child_subreaper(1)
-    try:
-        yield
-    finally:
-        prctl.set_child_subreaper(0)
-        for child in psutil.Process().children():
-            try:
-                if child.name() == "pyexec-monitor":
-                    child.kill()
-                    os.waitpid(child.pid, 0)
-            except (psutil.Error, ChildProcessError):
-                pass
-
-
-def caller_launches(kind: str, task_dir: Path, argv, **fields):
-    """Start a caller that launches ``argv``; return (caller process, handle)."""
-    spec = dict(kind=kind, argv=list(argv), task_dir=str(task_dir), **fields)
-    caller = subprocess.Popen([sys.executable, "-c", CALLER, json.dumps(spec)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    line = caller.stdout.readline()
-    assert line, f"the caller failed (exit {caller.wait()})"
-    return caller, json.loads(line)
-
-
-def kill(caller: subprocess.Popen) -> None:
-    caller.kill()
-    caller.wait()
-    caller.stdin.close()
-    caller.stdout.close()
 
 
 def sh(script: str):
@@ -98,7 +49,7 @@ def test_a_new_caller_takes_over_a_running_task(kind, task_dir, subreaper):
     log = task_dir / "logs" / f"{task_dir.name}.stdout.0"
     # The trap is set before SIGTERM comes (a slow machine may not be there yet at launch).
     wait_for(lambda: "ready" in (log.read_text() if log.exists() else ""), timeout=30, what="the trap")
-    kill(caller)
+    kill_caller(caller)
     assert psutil.pid_exists(handle["pid"])  # the monitor and its task outlive the caller
     ex = reattach(json.dumps(handle))        # a handle survives a JSON round trip
     assert ex.pid == handle["pid"] and ex.kind == kind
@@ -119,7 +70,7 @@ def test_a_new_caller_takes_over_a_running_task(kind, task_dir, subreaper):
 ], ids=["exit", "signal", "oom"])
 def test_an_exit_while_no_caller_lives_is_not_lost(kind, task_dir, subreaper, script, resources, expected):
     caller, handle = caller_launches(kind, task_dir, sh(script), resources=resources)
-    kill(caller)
+    kill_caller(caller)
     wait_for(lambda: os.path.exists(os.path.join(handle["state_root"], handle["task_id"], "exit.json")),
              what="the monitor's exit record")
     ex = reattach(handle)
@@ -133,7 +84,7 @@ def test_an_exit_while_no_caller_lives_is_not_lost(kind, task_dir, subreaper, sc
 def test_output_written_while_the_caller_is_dead_is_kept(kind, task_dir, subreaper):
     caller, handle = caller_launches(kind, task_dir, sh("for i in 1 2 3 4 5 6 7 8; do echo line$i; "
                                                         "echo err$i >&2; sleep 0.05; done"))
-    kill(caller)
+    kill_caller(caller)
     result = reattach(handle).wait(10)
     assert result.exit_code == 0
     logs = task_dir / "logs"
@@ -143,7 +94,7 @@ def test_output_written_while_the_caller_is_dead_is_kept(kind, task_dir, subreap
 
 def test_a_stale_handle_never_signals_a_process_that_reused_the_pid(task_dir, subreaper):
     caller, handle = caller_launches("container", task_dir, ["true"])
-    kill(caller)
+    kill_caller(caller)
     wait_for(lambda: os.path.exists(os.path.join(handle["state_root"], handle["task_id"], "exit.json")),
              what="the task to end")
     stranger = subprocess.Popen(["sleep", "60"])
@@ -193,7 +144,7 @@ def test_kill_on_caller_exit_ties_the_task_to_the_caller(kind, task_dir, subreap
     task = [p for p in psutil.process_iter(["name", "cmdline"])
             if p.info["name"] == "sleep" and f"1{marker}" in (p.info["cmdline"] or [])]
     assert len(task) == 1
-    kill(caller)
+    kill_caller(caller)
     wait_for(lambda: gone(task[0]), what="the task to die with its caller")
     result = reattach(handle).wait(5)  # collects the record and removes the leftovers
     assert result.signal == signal.SIGKILL
@@ -201,7 +152,7 @@ def test_kill_on_caller_exit_ties_the_task_to_the_caller(kind, task_dir, subreap
 
 def test_the_default_is_that_the_task_outlives_its_caller(task_dir, subreaper):
     caller, handle = caller_launches("container", task_dir, ["sleep", "60"])
-    kill(caller)
+    kill_caller(caller)
     time.sleep(0.2)
     ex = reattach(handle)
     with pytest.raises(TimeoutError):
