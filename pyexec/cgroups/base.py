@@ -495,9 +495,11 @@ class CgroupManager(abc.ABC):
                 memory = dataclasses.replace(memory, max_usage=self._highest_usage)
         return dataclasses.replace(sample, cpu=cpu, memory=memory, timestamp=time.time())
 
-    def oom_killed(self) -> bool:
-        """True when the OOM killer killed a process in this cgroup since create()."""
-        count = self._oom_kill_count()
+    def oom_killed(self, sample: Optional[ResourceUsage] = None) -> bool:
+        """True when the OOM killer killed a process in this cgroup since
+        create(); from ``sample`` (a stats() of this cgroup) when given, which
+        holds the same counter, so it is not read twice."""
+        count = sample.memory.oom_kills if sample is not None else self._oom_kill_count()
         if count is None:
             log.debug("%s: the kernel exposes no oom_kill counter; reporting no OOM kill", self.name)
             return False

@@ -394,7 +394,8 @@ class LinuxExecutor(Executor):
         cgroup = self._cgroup
         if cgroup is not None:
             try:
-                result = dataclasses.replace(result, usage=cgroup.stats(), oom_killed=cgroup.oom_killed())
+                usage = cgroup.stats()
+                result = dataclasses.replace(result, usage=usage, oom_killed=cgroup.oom_killed(usage))
             except OSError as exc:
                 log.warning("task %s: reading final cgroup stats failed: %s", self.task_id, exc)
         self._teardown()  # destroying the cgroup kills any straggler
