@@ -58,7 +58,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -78,17 +77,6 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
-#ifndef CLONE_PIDFD
-#define CLONE_PIDFD 0x00001000
-#endif
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifdef CLONE_NEWTIME
-#define PX_CLONE_NEWTIME CLONE_NEWTIME
-#else
-#define PX_CLONE_NEWTIME 0x00000080
-#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -102,8 +90,16 @@
 /* Child-side error reporting: one record, then exit.                        */
 /* ------------------------------------------------------------------------ */
 
-/* Written only in the child (its own copy of memory after clone). */
-static int child_error_fd = -1;
+/* Thread-local: a child that shares the caller's memory shares the launching
+ * thread's TLS too, and other threads may launch at the same time. The parent
+ * sets it before the clone (px_child_prepare); initial-exec, so reading it in
+ * the child never goes through __tls_get_addr (which may allocate). */
+static __thread int child_error_fd __attribute__((tls_model("initial-exec"))) = -1;
+
+void px_child_prepare(int error_fd)
+{
+    child_error_fd = error_fd;
+}
 
 static size_t str_copy(char *dst, size_t cap, const char *src)
 {
@@ -520,9 +516,13 @@ static void blank(uint64_t start, uint64_t end, const char *text)
         str_copy(area, len, text);
 }
 
-static void harden_init(const struct px_config *cfg)
+static void harden_init(const struct px_launch *l)
 {
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    const struct px_config *cfg = l->cfg;
+    /* Our own copy of the caller's memory: nobody may read it. Shared memory
+     * is the caller's: its flag, which the task's uid change may have
+     * cleared, goes back to what it was (the monitor turns its own off). */
+    prctl(PR_SET_DUMPABLE, l->shared_memory ? l->caller_dumpable : 0, 0, 0, 0);
     for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
         if (cap != CAP_KILL)
             prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
@@ -531,17 +531,27 @@ static void harden_init(const struct px_config *cfg)
     memset(data, 0, sizeof data);
     if (syscall(SYS_capget, &hdr, data) < 0)
         _exit(125);
-    /* CAP_KILL only if we had it: a caller without it (not root, the
-     * universal executor) cannot gain it, and its init needs none. */
+    /* Until the exec we keep our capabilities: a task holding fewer can
+     * neither ptrace nor read this process (and the caller's memory it may
+     * share). The exec then leaves the monitor the bounding set, CAP_KILL,
+     * and only if we had it: a caller without it (not root, the universal
+     * executor) cannot gain it, and its init needs none. A caller that is
+     * not root keeps CAP_KILL across the exec as an ambient capability. */
     uint32_t keep = data[0].permitted & (1u << CAP_KILL);
-    memset(data, 0, sizeof data);
-    data[0].effective = data[0].permitted = keep;
+    data[0].inheritable = keep;
+    data[1].inheritable = 0;
     if (syscall(SYS_capset, &hdr, data) < 0)
         _exit(125);
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (keep && geteuid() != 0)
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_KILL, 0, 0);
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 }
 
-/* The task's stack while it shares the init's memory (CLONE_VM) before exec. */
+/* The task's stack while it borrows the init's memory (CLONE_VM|CLONE_VFORK)
+ * until its exec, when the init is a copy of the caller. An init that shares
+ * the caller's memory gives it a part of its own mapped stack instead: two
+ * threads may launch at once. */
 static char task_stack[64 * 1024] __attribute__((aligned(16)));
 
 static int task_entry(void *cfg)
@@ -632,12 +642,9 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
  * command's status through the status pipe and, when the lifeline hangs up,
  * kills the command's group and everything it adopted.
  */
-#define PX_NS_FLAGS \
-    ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUSER | \
-                CLONE_NEWCGROUP | PX_CLONE_NEWTIME))
-
-static void join_task(const struct px_config *cfg)
+static void join_task(const struct px_launch *l)
 {
+    const struct px_config *cfg = l->cfg;
     uint64_t ns = cfg->clone_flags & PX_NS_FLAGS;
     if (ns && setns(cfg->join_pidfd, (int)ns) < 0)
         fail(PX_STEP_SETNS, errno, "setns");
@@ -650,7 +657,7 @@ static void join_task(const struct px_config *cfg)
         fail(PX_STEP_FORK, errno, "fork into the task's pid namespace");
     if (inner == 0)
         return;
-    harden_init(cfg);
+    harden_init(l);
     exec_monitor(cfg, inner, -1, 0, 0);
 }
 
@@ -666,23 +673,27 @@ static void wait_for_go(int sync_fd)
     close(sync_fd);
 }
 
-static void __attribute__((noreturn)) child_main(const struct px_config *cfg, int sync_fd, int status_fd)
+static void __attribute__((noreturn)) child_main(const struct px_launch *l)
 {
-    if (cfg->wait_for_parent)
+    const struct px_config *cfg = l->cfg;
+    int sync_fd = l->sync_fd;
+    int joining = cfg->join_pidfd >= 0;
+    /* hold_task: the parent's cgroup placement overlaps our namespaces and
+     * mounts; only the task must not start before it is done. A joining child
+     * has no such work, and it forks once more below: it waits first, so
+     * that its fork is born in the cgroups it was placed in. */
+    int hold = cfg->hold_task && !cfg->wait_for_parent && !joining;
+    if (cfg->wait_for_parent || (joining && cfg->hold_task))
         wait_for_go(sync_fd);
-    /* hold_task: the parent's work (v1 cgroup placement, a bridge's veth)
-     * overlaps ours; only the task must not start before it is done. */
-    int hold = cfg->hold_task && !cfg->wait_for_parent;
     sigset_t all;
     sigfillset(&all);
-    int joining = cfg->join_pidfd >= 0;
     if (joining) {
         /* Exec into a running task: its namespaces instead of new ones, its
          * root instead of the mount plan, which it ran long ago. */
         if (!cfg->use_init)
             fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
         sigprocmask(SIG_SETMASK, &all, NULL);
-        join_task(cfg);
+        join_task(l);
     } else {
         become_userns_root(cfg);
         /* Isolation.network "netns:PATH": join that network namespace before
@@ -709,152 +720,33 @@ static void __attribute__((noreturn)) child_main(const struct px_config *cfg, in
     if ((cfg->subreaper || joining) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
         fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
     /* Until the exec of the monitor this process shows the caller's command
-     * line and environment; the task must not see them in that moment. */
-    blank(cfg->caller_args[0], cfg->caller_args[1], "pyexec-init");
-    blank(cfg->caller_env[0], cfg->caller_env[1], NULL);
+     * line and environment; the task must not see them in that moment. A copy
+     * of the caller blanks them; shared memory is the caller's own, so there
+     * the plan has masked /proc/1/cmdline instead (the environment needs
+     * ptrace rights over us, which a task with fewer capabilities lacks). */
+    if (!l->shared_memory) {
+        blank(cfg->caller_args[0], cfg->caller_args[1], "pyexec-init");
+        blank(cfg->caller_env[0], cfg->caller_env[1], NULL);
+    }
     /* vfork-style: the task borrows the init's memory until it execs, so it
      * never copies (nor is charged for) the caller's page tables and heap. */
-    pid_t task = clone(task_entry, task_stack + sizeof task_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
-                       (void *)cfg);
+    char *stack = l->task_stack ? l->task_stack : task_stack + sizeof task_stack;
+    pid_t task = clone(task_entry, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
     if (task < 0)
         fail(PX_STEP_FORK, errno, "clone");
 
-    harden_init(cfg);
+    harden_init(l);
     /* An exec's init is never pid 1 (the task's monitor is): it must not kill(-1). */
     int flags = joining ? PX_MON_SUBREAPER
                         : getpid() == 1 ? PX_MON_PID1 : (cfg->subreaper ? PX_MON_SUBREAPER : 0);
-    exec_monitor(cfg, task, status_fd, flags, 1);
+    exec_monitor(cfg, task, l->status_fd, flags, 1);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Parent side.                                                              */
-/* ------------------------------------------------------------------------ */
-
-static void close_pair(int p[2])
+int px_child_start(void *arg)
 {
-    if (p[0] >= 0)
-        close(p[0]);
-    if (p[1] >= 0)
-        close(p[1]);
-    p[0] = p[1] = -1;
-}
-
-int px_spawn(const struct px_config *cfg, struct px_child *out)
-{
-    int sync_p[2] = {-1, -1}, err_p[2] = {-1, -1}, status_p[2] = {-1, -1};
-    int pidfd = -1, saved;
-    pid_t pid;
-
-    if (pipe2(err_p, O_CLOEXEC) < 0)
-        return -errno;
-    if (((cfg->wait_for_parent || cfg->hold_task) && pipe2(sync_p, O_CLOEXEC) < 0) || (cfg->use_init && pipe2(status_p, O_CLOEXEC) < 0)) {
-        saved = errno;
-        goto fail;
-    }
-
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    /* Joining a task: its namespaces come from setns() in the child, never new ones. */
-    uint64_t ns_flags = cfg->join_pidfd >= 0 ? cfg->clone_flags & ~PX_NS_FLAGS : cfg->clone_flags;
-    args.flags = ns_flags | CLONE_PIDFD;
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
-    if (cfg->cgroup_fd >= 0) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)cfg->cgroup_fd;
-    }
-    pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0 && errno == ENOSYS && cfg->cgroup_fd < 0)
-        pid = (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | CLONE_PIDFD | SIGCHLD), 0, &pidfd, 0, 0);
-    if (pid < 0) {
-        saved = errno;
-        goto fail;
-    }
-    if (pid == 0) {
-        child_error_fd = err_p[1];
-        close(err_p[0]);
-        if (sync_p[1] >= 0)
-            close(sync_p[1]);
-        if (status_p[0] >= 0)
-            close(status_p[0]);
-        child_main(cfg, sync_p[0], status_p[1]);
-    }
-
-    close(err_p[1]);
-    if (sync_p[0] >= 0)
-        close(sync_p[0]);
-    if (status_p[1] >= 0)
-        close(status_p[1]);
-    out->pid = pid;
-    out->pidfd = pidfd;
-    out->sync_fd = sync_p[1];
-    out->error_fd = err_p[0];
-    out->status_fd = status_p[0];
-    return 0;
-
-fail:
-    close_pair(sync_p);
-    close_pair(err_p);
-    close_pair(status_p);
-    return -saved;
-}
-
-/*
- * Block until the child execs (EOF) or reports a failure. Returns 0 on EOF,
- * 1 with *err filled, -EIO on a short record, -errno when read fails.
- */
-int px_wait_exec(int error_fd, struct px_error *err)
-{
-    size_t got = 0;
-    while (got < sizeof *err) {
-        ssize_t n = read(error_fd, (char *)err + got, sizeof *err - got);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    if (got == 0)
-        return 0;
-    if (got != sizeof *err)
-        return -EIO;
-    err->detail[sizeof err->detail - 1] = 0;
-    return 1;
-}
-
-const char *px_step_name(int step)
-{
-    switch (step) {
-    case PX_STEP_SYNC: return "sync";
-    case PX_STEP_HOSTNAME: return "sethostname";
-    case PX_STEP_LOOPBACK: return "loopback";
-    case PX_STEP_PROPAGATION: return "make-rprivate";
-    case PX_STEP_MOUNT: return "mount";
-    case PX_STEP_BIND: return "bind";
-    case PX_STEP_MKDIR: return "mkdir";
-    case PX_STEP_SYMLINK: return "symlink";
-    case PX_STEP_PIVOT_ROOT: return "pivot_root";
-    case PX_STEP_MASK: return "mask";
-    case PX_STEP_READONLY: return "readonly";
-    case PX_STEP_FORK: return "fork";
-    case PX_STEP_STDIO: return "stdio";
-    case PX_STEP_RLIMIT: return "setrlimit";
-    case PX_STEP_CHDIR: return "chdir";
-    case PX_STEP_SETGROUPS: return "setgroups";
-    case PX_STEP_SETGID: return "setgid";
-    case PX_STEP_SETUID: return "setuid";
-    case PX_STEP_CAPS: return "capabilities";
-    case PX_STEP_NO_NEW_PRIVS: return "no_new_privs";
-    case PX_STEP_EXEC: return "exec";
-    case PX_STEP_SETSID: return "setsid";
-    case PX_STEP_REMOUNT: return "remount";
-    case PX_STEP_OOM_SCORE: return "oom_score_adj";
-    case PX_STEP_MONITOR: return "monitor";
-    case PX_STEP_SECCOMP: return "seccomp";
-    case PX_STEP_SETNS: return "setns";
-    default: return "setup";
-    }
+    const struct px_launch *l = arg;
+    for (int i = 0; i < 3; i++)
+        if (l->close_fds[i] >= 0)
+            close(l->close_fds[i]);
+    child_main(l);
 }

@@ -105,9 +105,13 @@ struct px_config {
     const char *log_name;     /* base of the log files: <log_name>.stdout.N */
     uint64_t log_max_size;
     int log_max_files;
-    int wait_for_parent;      /* block until the parent writes PX_GO, first thing (id maps) */
-    int hold_task;            /* block for PX_GO only before starting the task (v1 cgroup placement, veth) */
+    int wait_for_parent;      /* block until px_finish(), first thing: the caller's Python work (id maps, a veth) */
+    int hold_task;            /* block only before starting the task, while px_spawn places the child */
     int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
+    const int *place_fds;     /* cgroup.procs files (O_WRONLY) the parent writes the child's pid into */
+    int n_place_fds;
+    int share_memory;         /* clone with CLONE_VM on a stack of its own instead of copying the caller
+                                 (where spawn.c supports it; never when joining a task) */
     const char *hostname;     /* NULL: keep */
     int loopback_up;          /* bring lo up (new net namespace) */
     int make_private;         /* mount --make-rprivate / first */
@@ -133,10 +137,11 @@ struct px_config {
     uint64_t cap_ambient;
 
     int no_new_privs;
-    /* The caller's argv and environ areas (/proc/self/stat fields 48-51): the
-     * init is a copy of the caller and blanks them before the task can run,
+    /* The caller's argv and environ areas (/proc/self/stat fields 48-51): an
+     * init that is a copy of the caller blanks them before the task can run,
      * so /proc/1/cmdline and environ show the task nothing of the caller in
-     * the moment before the init execs the monitor. 0, 0: skip. */
+     * the moment before the init execs the monitor. 0, 0: skip. (An init
+     * that shares the caller's memory cannot: the plan masks /proc/1/cmdline.) */
     uint64_t caller_args[2];
     uint64_t caller_env[2];
     const struct px_bpf_insn *seccomp_filter; /* loaded last, after no_new_privs; NULL: none */
@@ -156,13 +161,27 @@ struct px_config {
     char *const *envp;
 };
 
+/* One failure record from the child. */
+struct px_error {
+    int step;                 /* PX_STEP_* */
+    int err;                  /* errno */
+    char detail[512];         /* the path or name the step worked on */
+};
+
 /* What the parent holds after px_spawn(). */
 struct px_child {
     int pid;
     int pidfd;
     int sync_fd;              /* write end: PX_GO releases the child; -1 when not waiting */
-    int error_fd;             /* read end of the close-on-exec error pipe */
+    int error_fd;             /* read end of the close-on-exec error pipe; -1 once drained */
     int status_fd;            /* read end: the init writes the task's wait status; -1 without init */
+    int parked;               /* the child waits at its start (wait_for_parent) for px_finish() */
+    int done;                 /* the launch is over: the child exec'd or failed, nothing shares our memory */
+    int result;               /* when done: 0 exec'd; 1 the child failed (err); -errno a parent call failed */
+    int failed_place;         /* with result < 0: the index in place_fds whose write failed, else -1 */
+    struct px_error err;
+    void *stack;              /* the child's own stack while it shares our memory (NULL: a copy) */
+    uint64_t stack_size;
 };
 
 /* What the init writes to the status pipe when the task ends: the raw wait
@@ -174,17 +193,48 @@ struct px_exit {
     int64_t stime_us;
 };
 
-/* One failure record from the child. */
-struct px_error {
-    int step;                 /* PX_STEP_* */
-    int err;                  /* errno */
-    char detail[512];         /* the path or name the step worked on */
-};
-
+/* Parent side (csrc/spawn.c). px_spawn clones the child; unless it is
+ * parked (wait_for_parent) it also places it (place_fds), releases it and
+ * waits until it exec'd or failed (out->done, out->result). It returns 0, or
+ * -errno when the clone itself failed (nothing is left then). px_finish does
+ * the rest for a parked child; px_abort kills a child that is not done and
+ * waits until nothing of it shares our memory. Both are no-ops once done. */
 int px_spawn(const struct px_config *cfg, struct px_child *out);
-int px_wait_exec(int error_fd, struct px_error *err);
+void px_finish(const struct px_config *cfg, struct px_child *child);
+void px_abort(struct px_child *child);
 const char *px_step_name(int step);
 
 /* END CDEF */
+
+/*
+ * Between the parent side (csrc/spawn.c) and the child side (csrc/nsenter.c);
+ * not part of the Python interface. A shared-memory child finds this record at
+ * the top of its own stack, a copied child in its copy of the parent's stack.
+ */
+struct px_launch {
+    const struct px_config *cfg;
+    int sync_fd;              /* read end of the sync pipe, or -1 */
+    int status_fd;            /* write end of the status pipe, or -1 */
+    int close_fds[3];         /* the parent's ends of the pipes: the child closes them */
+    int shared_memory;        /* 1: this child runs in the caller's memory (CLONE_VM) */
+    int caller_dumpable;      /* PR_GET_DUMPABLE of the caller: the shared memory's flag, put back */
+    char *task_stack;         /* top of the task's stack for its CLONE_VM|CLONE_VFORK clone */
+};
+
+/* The namespaces a child joining a task (exec into it) enters by setns(). */
+#include <linux/sched.h>
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#define PX_NS_FLAGS \
+    ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUSER | \
+                CLONE_NEWCGROUP | CLONE_NEWTIME))
+
+/* The child's entry; never returns. */
+int px_child_start(void *launch);
+/* Called by the parent in the launching thread before the clone: the error
+ * fd the child reports to (thread-local, so concurrent launches from several
+ * threads each have their own even when their children share memory). */
+void px_child_prepare(int error_fd);
 
 #endif

@@ -1,18 +1,21 @@
 """The thin layer over the C shim: a ``SpawnPlan`` in, a started child out.
 
 It owns the translation of Python values into ``struct px_config`` (keeping
-every C string alive for the call), the clone itself (``px_spawn``), releasing
-the child, and turning the child's error record into a ``LaunchError``.
-Failures of the parent's own calls are ``OSError``s naming the call, like
-benchexec's libc layer.
+every C string alive until the child has exec'd: by default it runs in the
+caller's own memory), the launch itself (``px_spawn``: clone, cgroup
+placement, release, the wait for the exec), finishing a child parked for the
+caller's own work (``finish``), and turning the child's error record into a
+``LaunchError``. Failures of the parent's own calls are ``OSError``s naming
+the call, like benchexec's libc layer.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
-import select
+import signal
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from . import _shim
 from .errors import LaunchError
@@ -21,7 +24,12 @@ from .rootfs import MountOp
 ffi = _shim.ffi
 lib = _shim.lib
 
-__all__ = ["SpawnPlan", "Credentials", "CapabilitySets", "Child", "spawn", "release", "wait_exec"]
+__all__ = ["SpawnPlan", "Credentials", "CapabilitySets", "Child", "spawn", "finish", "abort", "abort_setup"]
+
+# Children run in the caller's memory (CLONE_VM on a stack of their own) where
+# csrc/spawn.c supports it; False makes every child a copy (fork-style), which
+# tests use to cover that path too.
+SHARE_MEMORY = True
 
 
 @dataclass(frozen=True)
@@ -69,9 +77,10 @@ class SpawnPlan:
     use_init: bool = False
     subreaper: bool = False
     monitor: Optional["MonitorPlan"] = None  # required with use_init
-    wait_for_parent: bool = False           # wait for release() before anything (user-namespace id maps)
-    hold_task: bool = False                 # wait for release() only before the task starts
+    wait_for_parent: bool = False           # park at the start until finish(): the caller's work (id maps, veth)
+    hold_task: bool = False                 # wait only before the task starts, while the shim places it
     cgroup_fd: int = -1
+    place_paths: Sequence[str] = ()         # cgroup.procs files the shim writes the child's pid into
     hostname: Optional[str] = None
     loopback_up: bool = False
     make_private: bool = False
@@ -89,29 +98,48 @@ class SpawnPlan:
     cwd: Optional[str] = None
 
 
-@dataclass
 class Child:
-    """The parent's view of a freshly cloned child (fds owned by the caller)."""
+    """The parent's view of a cloned child. It holds the C config (and every
+    string it points to) until the launch is over: the child may be running in
+    this process's memory until then. fds are the caller's to close."""
 
-    pid: int
-    pidfd: int
-    sync_fd: int
-    error_fd: int
-    status_fd: int
+    def __init__(self, state, keep: "_Keep", cfg, place_paths: Sequence[str] = ()) -> None:
+        self._state = state          # struct px_child
+        self._keep: Optional[_Keep] = keep
+        self._cfg = cfg
+        self.place_paths = tuple(place_paths)
 
-    def close_setup_fds(self) -> None:
-        for name in ("sync_fd", "error_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
+    pid = property(lambda self: self._state.pid)
+    pidfd = property(lambda self: self._state.pidfd)
+    status_fd = property(lambda self: self._state.status_fd)
+    parked = property(lambda self: bool(self._state.parked))
+    done = property(lambda self: bool(self._state.done))
 
+    def forget_fd(self, name: str) -> None:
+        """The caller took over (or closed) ``pidfd`` or ``status_fd``."""
+        setattr(self._state, name, -1)
+
+    def _release_memory(self) -> None:
+        if self._state.done and self._keep is not None:
+            self._keep.close()
+            self._keep = self._cfg = None
 
 class _Keep:
-    """Holds cdata so the C strings outlive the px_spawn call."""
+    """Holds cdata (and the opened cgroup.procs files) for as long as the
+    child may read them."""
 
     def __init__(self) -> None:
         self.items: list = []
+        self.place_fds: List[int] = []
+
+    def open_places(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            self.place_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+
+    def close(self) -> None:
+        fds, self.place_fds = self.place_fds, []
+        for fd in fds:
+            os.close(fd)
 
     def str(self, value: Optional[str]):
         if value is None:
@@ -149,6 +177,11 @@ def _fill(plan: SpawnPlan, keep: _Keep):
     cfg.wait_for_parent = int(plan.wait_for_parent)
     cfg.hold_task = int(plan.hold_task)
     cfg.cgroup_fd = plan.cgroup_fd
+    place = ffi.new("int[]", list(keep.place_fds) or [-1])
+    keep.items.append(place)
+    cfg.place_fds = place
+    cfg.n_place_fds = len(keep.place_fds)
+    cfg.share_memory = int(SHARE_MEMORY)
     cfg.hostname = keep.str(plan.hostname)
     cfg.loopback_up = int(plan.loopback_up)
     cfg.make_private = int(plan.make_private)
@@ -240,44 +273,76 @@ def _fill(plan: SpawnPlan, keep: _Keep):
 
 
 def spawn(plan: SpawnPlan) -> Child:
-    """Clone the child; it waits for ``release`` when ``plan.wait_for_parent`` or ``hold_task``."""
+    """Launch the child: clone, place it (``plan.place_fds``), release it and
+    wait until its task has exec'd; check the outcome with ``finish``. With
+    ``plan.wait_for_parent`` it comes back parked instead: do the work it
+    waits for, then ``finish`` it (or ``abort``). Raises OSError when the
+    clone itself fails (then nothing is left)."""
     keep = _Keep()
-    cfg = _fill(plan, keep)
-    out = ffi.new("struct px_child *")
-    rc = lib.px_spawn(cfg, out)
+    try:
+        keep.open_places(plan.place_paths)
+        cfg = _fill(plan, keep)
+        out = ffi.new("struct px_child *")
+        rc = lib.px_spawn(cfg, out)
+    except BaseException:
+        keep.close()
+        raise
     if rc < 0:
+        keep.close()
         raise OSError(-rc, f"clone3: {os.strerror(-rc)}")
-    return Child(pid=out.pid, pidfd=out.pidfd, sync_fd=out.sync_fd,
-                 error_fd=out.error_fd, status_fd=out.status_fd)
+    child = Child(out, keep, cfg, plan.place_paths)
+    child._release_memory()
+    return child
 
 
-def child_exited(child: Child) -> bool:
-    """True when the child has already exited (its pidfd is readable)."""
-    probe = select.poll()
-    probe.register(child.pidfd, select.POLLIN)
-    return bool(probe.poll(0))
-
-
-def release(child: Child) -> None:
-    """Let a waiting child go on (after cgroup placement and id maps)."""
-    if child.sync_fd >= 0:
-        try:
-            os.write(child.sync_fd, bytes([lib.PX_GO]))
-        finally:
-            os.close(child.sync_fd)
-            child.sync_fd = -1
-
-
-def wait_exec(child: Child) -> None:
-    """Block until the task execs; raise ``LaunchError`` for a failed step."""
-    record = ffi.new("struct px_error *")
-    rc = lib.px_wait_exec(child.error_fd, record)
-    os.close(child.error_fd)
-    child.error_fd = -1
-    if rc == 0:
+def finish(child: Child) -> None:
+    """Release a parked child and wait for its exec; then (for any child)
+    raise what went wrong: ``LaunchError`` for a failed step of the child,
+    ``OSError`` for a failed placement write. A failed child is killed; reap
+    it with ``abort``."""
+    state = child._state
+    if not state.done:
+        lib.px_finish(child._cfg, state)
+        child._release_memory()
+    if state.result == 0:
         return
-    if rc == 1:
-        step = ffi.string(lib.px_step_name(record.step)).decode()
-        detail = ffi.string(record.detail).decode(errors="replace")
-        raise LaunchError(step, detail, record.err)
-    raise LaunchError("setup", "", -rc, "the child broke off its error report")
+    if state.result == 1:
+        err = state.err
+        step = ffi.string(lib.px_step_name(err.step)).decode()
+        detail = ffi.string(err.detail).decode(errors="replace")
+        raise LaunchError(step, detail, err.err)
+    code = -state.result
+    if state.failed_place >= 0:
+        index = state.failed_place
+        path = child.place_paths[index] if index < len(child.place_paths) else f"place_fds[{index}]"
+        raise OSError(code, f"writing the pid into {path}: {os.strerror(code)}")
+    if code == errno.EIO:
+        raise LaunchError("setup", "", code, "the child broke off its error report")
+    raise OSError(code, f"releasing the child: {os.strerror(code)}")
+
+
+def abort_setup(child: Child) -> None:
+    """Kill a child whose launch is not over (parked, or never finished) and
+    wait until nothing of it runs in our memory; no-op after ``finish``."""
+    lib.px_abort(child._state)
+    child._release_memory()
+
+
+def abort(child: Child) -> None:
+    """``abort_setup``, then kill it even if it exec'd, reap it and close its fds."""
+    abort_setup(child)
+    state = child._state
+    if state.pidfd >= 0:
+        try:
+            signal.pidfd_send_signal(state.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(state.pid, 0)
+    except ChildProcessError:
+        pass
+    for name in ("pidfd", "status_fd"):
+        fd = getattr(state, name)
+        if fd >= 0:
+            os.close(fd)
+            setattr(state, name, -1)

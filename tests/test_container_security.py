@@ -343,8 +343,11 @@ def test_the_init_does_not_reveal_the_launchers_command_line_or_environment(run)
     result, out, _ = run(sh("tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/environ; echo rc=$?"))
     assert result.exit_code == 0
     lines = out.splitlines()
-    # pid 1 is the init, blanked before the task runs, then the monitor it execs
-    # (in the middle of that exec the kernel shows no command line at all).
+    # pid 1 is the init, then the monitor it execs. An init that is a copy of
+    # the caller blanks the caller's argv before the task runs; one that runs
+    # in the caller's memory (the default) has /proc/1/cmdline masked, since
+    # that memory is the caller's own (in the middle of the exec the kernel
+    # shows no command line at all).
     assert lines[0].split()[:1] in ([], ["pyexec-init"], ["pyexec-monitor"]), out
     assert "python" not in out and "pytest" not in out, out
     environ = "\n".join(lines[1:-1]).strip("\0\n ")
@@ -355,7 +358,7 @@ def test_the_monitor_holds_no_capability_the_task_lacks(run):
     # Between the task's exec and its own, the init still has the caller's
     # capabilities (that superset is also what keeps the task from reading the
     # init's memory then); the monitor that stays is checked here.
-    result, out, _ = run(sh("while ! grep -q pyexec-monitor /proc/1/cmdline; do :; done; "
+    result, out, _ = run(sh("while ! grep -q '^Name:.pyexec-monitor' /proc/1/status; do :; done; "
                             "grep -E '^Cap(Prm|Bnd)' /proc/1/status"), user="nobody")
     init = status_of(out)
     assert int(init["CapPrm"], 16) & ~int(DEFAULT_CAPS, 16) == 0, init

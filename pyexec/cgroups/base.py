@@ -441,6 +441,11 @@ class CgroupManager(abc.ABC):
         """A directory fd of the cgroup for clone3(CLONE_INTO_CGROUP); None on v1."""
         return None
 
+    def procs_files(self) -> List[str]:
+        """The cgroup.procs files a new process is written into to join the
+        cgroup (the shim writes them between the clone and the task's start)."""
+        return [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+
     # -- shared implementation --------------------------------------------------
     def _dirs(self) -> List[str]:
         """The distinct cgroup directories (co-mounted v1 controllers share one)."""

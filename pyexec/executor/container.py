@@ -13,12 +13,12 @@ from typing import List, Optional
 
 import prctl
 
-from .. import _shim
+from .. import _shim, shim
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap, names_of_mask
 from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule, device_rule
 from ..config import DEFAULT_PATH, ExecCommand, host_id
 from ..errors import ConfigError, LaunchError
-from ..rootfs import plan_mounts
+from ..rootfs import MountOp, plan_mounts
 from ..seccomp import filter_for
 from ..shim import CapabilitySets, Child, Credentials, SpawnPlan
 from ..users import TaskUser, resolve_user
@@ -87,16 +87,19 @@ class ContainerExecutor(LinuxExecutor):
             seccomp_filter=filter_for(isolation, names_of_mask(capability_sets(isolation.capabilities, user.uid).bounding)),
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
-            # For the id maps; for a bridge's veth.
-            wait_for_parent="user" in isolation.namespaces,           # id maps before anything
-            hold_task=isinstance(isolation.network, Bridge),            # eth0 before the task
+            # Parked until the id maps and a bridge's eth0 are in place.
+            wait_for_parent="user" in isolation.namespaces or isinstance(isolation.network, Bridge),
         )
 
     def _device_rules(self, cmd: ExecCommand) -> List[DeviceRule]:
         return self._devices
 
+    def _after_clone(self) -> None:
+        self._close_netns_fd()  # the child has its copy
+
     def _before_release(self, cmd: ExecCommand, child: Child) -> None:
-        self._network_before_release(child)
+        if self._lease is not None:
+            network.attach(self._lease, child.pid)
         isolation = cmd.isolation
         if "user" not in isolation.namespaces:
             return
@@ -127,6 +130,10 @@ class ContainerExecutor(LinuxExecutor):
             mirror_root = os.path.join(state_dir, "root")
             os.mkdir(mirror_root, mode=0o700)
             plan.mounts = plan_mounts(cmd, mirror_root)
+            if shim.SHARE_MEMORY and "pid" in cmd.isolation.namespaces and plan.mounts:
+                # The init runs in our memory until it execs the monitor: its
+                # /proc/1/cmdline (readable by anyone) would be our argv.
+                plan.mounts = list(plan.mounts) + [MountOp(lib.PX_OP_MASK, "/proc/1/cmdline")]
         self._network_prepare(cmd, plan, state_dir)
 
     # -- network (Isolation.network; see pyexec.network) ----------------------
@@ -143,11 +150,6 @@ class ContainerExecutor(LinuxExecutor):
         elif joined_netns_path(net) is not None:
             self._netns_fd = network.open_netns(net)
             plan.join_netns_fd = self._netns_fd
-
-    def _network_before_release(self, child: Child) -> None:
-        self._close_netns_fd()  # the child has its copy
-        if self._lease is not None:
-            network.attach(self._lease, child.pid)
 
     def _close_netns_fd(self) -> None:
         fd, self._netns_fd = self._netns_fd, None

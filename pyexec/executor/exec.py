@@ -43,7 +43,7 @@ from .. import _shim
 from ..config import DEFAULT_PATH, ExecCommand, check_argv, check_container_path, check_env, check_user
 from ..errors import ConfigError, LaunchError, TaskExitedError
 from ..process import ExecResult, decode_wait_status
-from ..shim import CapabilitySets, Child, Credentials, MonitorPlan, SpawnPlan, release, wait_exec
+from ..shim import CapabilitySets, Child, Credentials, MonitorPlan, SpawnPlan, abort_setup, finish
 from ..users import TaskUser, resolve_user
 from .base import user_environment
 
@@ -387,18 +387,9 @@ def _start(executor: "LinuxExecutor", argv: Sequence[str], env: Optional[Mapping
         lifeline_read, lifeline = os.pipe2(os.O_CLOEXEC)
         fds.append(lifeline_read)
         plan.monitor = MonitorPlan(exe_fd=exe_fd, lifeline_fd=lifeline_read, log_name="exec")
-        cgroup = executor._cgroup
-        cgroup_fd = cgroup.open_dir_fd() if cgroup is not None else None
-        if cgroup_fd is not None:
-            fds.append(cgroup_fd)
-            plan.cgroup_fd = cgroup_fd
-        plan.wait_for_parent = cgroup is not None and cgroup_fd is None
-        child = spawn_into_cgroup(plan)
-        if cgroup is not None and plan.cgroup_fd < 0:
-            cgroup.add_pid(child.pid)
-        release(child)
+        child = spawn_into_cgroup(plan, executor._cgroup)
         try:
-            wait_exec(child)
+            finish(child)
         except LaunchError as exc:
             if executor._running().result is not None or _readable(pidfd, 0):
                 raise TaskExitedError(EXITED) from exc
@@ -406,7 +397,7 @@ def _start(executor: "LinuxExecutor", argv: Sequence[str], env: Optional[Mapping
         return _Monitor(child, lifeline)
     except BaseException:
         if child is not None:
-            child.close_setup_fds()
+            abort_setup(child)
             _Monitor(child, lifeline).finish(grace=2.0)
         elif lifeline >= 0:
             os.close(lifeline)

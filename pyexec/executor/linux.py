@@ -1,7 +1,8 @@
 """The launch machinery every Linux executor shares: shim spawn, cgroup, state.
 
-``LinuxExecutor`` owns the sequence prepare -> clone -> place in the cgroup
--> release -> wait for exec, undoing every step when one fails; the task's
+``LinuxExecutor`` owns the sequence prepare -> spawn (clone, cgroup placement,
+release and the wait for the exec happen in the C shim) -> the caller's own
+work for a child parked for it, undoing every step when one fails; the task's
 state directory (``<state_root>/<task id>/task.json``) and its cgroup; stats
 (the cgroup's, else the process tree's), live limit updates, killing every
 process of the task, teardown, and ``cleanup_stale`` for what crashed callers
@@ -30,7 +31,7 @@ from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExecResult, ExitResult, TaskProcess
 from ..handles import AdoptedProcess, make_handle, open_identified
 from ..logmon import RotatingLog
-from ..shim import Child, MonitorPlan, SpawnPlan, child_exited, release, spawn, wait_exec
+from ..shim import Child, MonitorPlan, SpawnPlan, abort, finish, spawn
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
@@ -55,24 +56,31 @@ def rlimit_plan(rlimits: Mapping[str, Tuple[int, int]]) -> List[Tuple[int, int, 
 _clone_into_cgroup_works = True
 
 
-def spawn_into_cgroup(plan: SpawnPlan) -> Child:
-    """spawn(); when the kernel has no clone3 CLONE_INTO_CGROUP, spawn again
-    with the child held on the sync pipe so the caller can write its pid into
-    cgroup.procs before releasing it (``plan.hold_task`` tells which)."""
+def spawn_into_cgroup(plan: SpawnPlan, cgroup: Optional[CgroupManager]) -> Child:
+    """spawn() with the child in ``cgroup``: born there (clone3
+    CLONE_INTO_CGROUP, cgroup v2), else written into its cgroup.procs files by
+    the shim, which holds the child's task until then (v1, or a kernel
+    without CLONE_INTO_CGROUP: spawned again that way when clone3 refuses)."""
     global _clone_into_cgroup_works
-    if plan.cgroup_fd < 0:
+    if cgroup is None:
         return spawn(plan)
-    if _clone_into_cgroup_works:
+    cgroup_fd = cgroup.open_dir_fd() if _clone_into_cgroup_works else None
+    refused: Optional[OSError] = None
+    if cgroup_fd is not None:
+        plan.cgroup_fd = cgroup_fd
         try:
             return spawn(plan)
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.E2BIG):
                 raise
             refused = exc
-    plan.cgroup_fd = -1
-    plan.hold_task = True
+        finally:
+            os.close(cgroup_fd)
+            plan.cgroup_fd = -1
+    plan.place_paths = cgroup.procs_files()
+    plan.hold_task = plan.hold_task or not plan.wait_for_parent
     child = spawn(plan)  # when this fails too, the flag was not the problem
-    if _clone_into_cgroup_works:
+    if refused is not None:
         log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
         _clone_into_cgroup_works = False
     return child
@@ -104,8 +112,11 @@ class LinuxExecutor(Executor):
         """Add to the plan what needs the state directory (mount points)."""
 
     def _before_release(self, cmd: ExecCommand, child: Child) -> None:
-        """The child is cloned and waits (``plan.wait_for_parent`` / ``hold_task``): last words
+        """The child is cloned and parked (``plan.wait_for_parent``): last words
         before it runs (the container executor writes user-namespace id maps)."""
+
+    def _after_clone(self) -> None:
+        """The child exists and holds its copies of the fds the plan named."""
 
     def _device_rules(self, cmd: ExecCommand) -> Optional[List[DeviceRule]]:
         """Device rules for the task cgroup; None (the default) leaves devices alone."""
@@ -135,35 +146,16 @@ class LinuxExecutor(Executor):
             plan.stdio = stdio.fds
             if plan.use_init:
                 plan.monitor = self._monitor_plan(cmd, stdio, fds)
-            cgroup_fd = None
             if use_cgroup:
                 self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent,
                                            devices=self._device_rules(cmd))
                 self._cgroup.create()
-                # v2: born inside the cgroup (clone3 CLONE_INTO_CGROUP); v1: the
-                # child sets up its root meanwhile and waits before the task
-                # starts until we have written its pid into every hierarchy.
-                cgroup_fd = self._cgroup.open_dir_fd()
-                plan.cgroup_fd = -1 if cgroup_fd is None else cgroup_fd
-                plan.hold_task = plan.hold_task or cgroup_fd is None
             started_at = time.time()
-            try:
-                child = spawn_into_cgroup(plan)
-            finally:
-                if cgroup_fd is not None:
-                    os.close(cgroup_fd)
-            try:
-                if self._cgroup is not None and plan.cgroup_fd < 0:
-                    self._cgroup.add_pid(child.pid)
+            child = spawn_into_cgroup(plan, self._cgroup)
+            self._after_clone()
+            if child.parked:
                 self._before_release(cmd, child)
-            except OSError:
-                # A child that failed its own set-up meanwhile is gone: its
-                # report, not our failed write, is the error to raise.
-                if child_exited(child):
-                    wait_exec(child)
-                raise
-            release(child)
-            wait_exec(child)
+            finish(child)
             self._write_state(child.pid, started_at)
         except BaseException:
             if child is not None:
@@ -343,15 +335,7 @@ class LinuxExecutor(Executor):
     @staticmethod
     def _abort(child: Child) -> None:
         """Kill and reap a child whose launch failed."""
-        child.close_setup_fds()
-        try:
-            signal.pidfd_send_signal(child.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(child.pid, 0)
-        for fd in (child.pidfd, child.status_fd):
-            if fd >= 0:
-                os.close(fd)
+        abort(child)
 
     # -- running -----------------------------------------------------------
     def _sample(self, per_process: bool = False) -> ResourceUsage:
