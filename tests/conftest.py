@@ -285,6 +285,15 @@ def no_leaks():
 
 # -- helpers for container tests -------------------------------------------------
 
+@pytest.fixture(params=["shared", "copied"])
+def spawn_mode(request, monkeypatch):
+    """Run the test both ways the shim clones: in the caller's memory (the
+    default) and as a copy of the caller (``pyexec.shim.SHARE_MEMORY``)."""
+    from pyexec import shim
+    monkeypatch.setattr(shim, "SHARE_MEMORY", request.param == "shared")
+    return request.param
+
+
 @pytest.fixture
 def task_dir(tmp_path: Path) -> Path:
     """A fresh, existing task directory."""

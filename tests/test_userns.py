@@ -40,7 +40,7 @@ def sh(script: str):
     return ["/bin/sh", "-c", script]
 
 
-def test_root_in_the_task_is_the_mapped_host_uid(run, task_dir):
+def test_root_in_the_task_is_the_mapped_host_uid(run, task_dir, spawn_mode):
     result, out, err = run(sh("id -u; id -g; cat /proc/self/uid_map; touch /local/made"),
                            isolation=Isolation(namespaces=USERNS))
     assert result.exit_code == 0, err
@@ -97,3 +97,21 @@ def test_logs_and_exit_record_are_written_by_the_mapped_monitor(executors, task_
     logs = task_dir / "logs"
     assert (logs / f"{task_dir.name}.stdout.0").read_text() == "out\n"
     assert (logs / f"{task_dir.name}.stderr.0").read_text() == "err\n"
+
+
+def test_the_callers_dumpable_flag_stays_as_it_was(executors, task_dir):
+    # The child changes uid in the user namespace (so does the task, to
+    # nobody) while it runs in our memory, whose dumpable flag the kernel then
+    # clears: the init puts our value back, whichever it was.
+    import prctl
+    for dumpable in (False, True):
+        prctl.set_dumpable(dumpable)
+        try:
+            for user in (None, "nobody"):
+                ex = executors("container")
+                ex.launch(ExecCommand(argv=["/bin/true"], task_dir=str(task_dir), user=user,
+                                      isolation=Isolation(namespaces=USERNS)))
+                assert ex.wait(timeout=10).exit_code == 0
+                assert prctl.get_dumpable() == dumpable, (dumpable, user)
+        finally:
+            prctl.set_dumpable(True)

@@ -1,0 +1,127 @@
+"""The launch's two ways to clone: a child in the caller's own memory (the
+default: clone3 CLONE_VM on a stack of its own, csrc/spawn.c) and a copy of
+the caller (``shim.SHARE_MEMORY = False``, also what joining a task uses).
+
+Both give the same tasks; the shared one must leave nothing of itself in the
+caller: no mapping, no changed dumpable flag, no changed oom_score_adj, and
+concurrent launches from several threads must not see each other's state.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from pyexec import ExecCommand, Isolation, LaunchError, new_executor, shim
+
+
+def _sh(script: str):
+    return ["/bin/sh", "-c", script]
+
+
+def _stack_guards() -> int:
+    """Inaccessible anonymous 4 KiB mappings of this process: two per launch
+    stack while it is mapped (thread stacks' guards stay the same meanwhile)."""
+    count = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if fields[1] == "---p" and end - start == 4096 and len(fields) == 5:
+                count += 1
+    return count
+
+
+def test_both_ways_run_the_same_task(spawn_mode, run):
+    result, out, err = run(_sh("echo $$ $(hostname)"), isolation=Isolation(hostname="box"))
+    assert result.exit_code == 0, err
+    pid, host = out.split()[:2]
+    assert (pid, host) == ("2", "box"), out  # pid 1 is the init, now the monitor
+
+
+def test_both_ways_report_a_failed_exec_from_launch(spawn_mode, task_dir):
+    ex = new_executor("container")
+    with pytest.raises(LaunchError) as info:
+        ex.launch(ExecCommand(argv=["/no/such/program"], task_dir=str(task_dir)))
+    assert info.value.step == "exec" and "/no/such/program" in str(info.value)
+
+
+def test_a_shared_launch_unmaps_its_stack_whether_it_succeeds_or_fails(task_dir):
+    assert shim.SHARE_MEMORY
+    before = _stack_guards()
+    for i in range(20):
+        ex = new_executor("container")
+        argv = ["/bin/true"] if i % 2 else ["/no/such/program"]
+        try:
+            ex.launch(ExecCommand(argv=argv, task_dir=str(task_dir)))
+            assert ex.wait(timeout=10).exit_code == 0
+        except LaunchError:
+            assert i % 2 == 0
+    assert _stack_guards() == before
+
+
+def test_the_callers_oom_score_stays_as_it_was(task_dir):
+    # The task writes its oom_score_adj while it borrows our memory: the
+    # kernel gives a vfork child its own (tests/test_userns.py checks the
+    # dumpable flag, which a uid change in a user namespace touches).
+    with open("/proc/self/oom_score_adj") as f:
+        before = f.read()
+    ex = new_executor("container")
+    ex.launch(ExecCommand(argv=_sh("cat /proc/self/oom_score_adj"), task_dir=str(task_dir), oom_score_adj=500,
+                          user="nobody", stdout_path=str(task_dir / "out")))
+    assert ex.wait(timeout=10).exit_code == 0
+    assert (task_dir / "out").read_text() == "500\n"
+    with open("/proc/self/oom_score_adj") as f:
+        assert f.read() == before
+
+
+def test_concurrent_shared_launches_keep_apart(tmp_path):
+    # Each launch has its own stack, error pipe and thread-local error fd; a
+    # mix-up would show as a wrong output, a wrong error or a hang.
+    assert shim.SHARE_MEMORY
+    errors, outputs = [], {}
+
+    def worker(n: int) -> None:
+        try:
+            for round_ in range(4):
+                task_dir = tmp_path / f"t{n}"
+                out = tmp_path / f"t{n}.{round_}.out"
+                ex = new_executor("container")
+                if (n + round_) % 3 == 0:
+                    with pytest.raises(LaunchError) as info:
+                        ex.launch(ExecCommand(argv=[f"/missing-{n}"], task_dir=str(task_dir), name=f"t{n}"))
+                    assert f"/missing-{n}" in str(info.value)
+                    continue
+                ex.launch(ExecCommand(argv=_sh(f"echo {n}.{round_}"), task_dir=str(task_dir), name=f"t{n}",
+                                      stdout_path=str(out)))
+                assert ex.wait(timeout=20).exit_code == 0
+                outputs[(n, round_)] = out.read_text().strip()
+        except BaseException as exc:  # reported below, with the thread's number
+            errors.append((n, repr(exc)))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert outputs and all(text == f"{n}.{r}" for (n, r), text in outputs.items()), outputs
+
+
+def test_the_launchers_pid_one_command_line_is_masked_only_when_shared(spawn_mode, run):
+    result, out, _ = run(_sh("grep -c ' /proc/1/cmdline ' /proc/self/mountinfo; true"))
+    assert out.split()[0] == ("1" if spawn_mode == "shared" else "0"), out
+
+
+def test_joining_a_task_copies_even_when_sharing_is_on(task_dir):
+    # setns() into a running task's namespaces; exec works the same.
+    assert shim.SHARE_MEMORY
+    ex = new_executor("container")
+    ex.launch(ExecCommand(argv=["sleep", "30"], task_dir=str(task_dir)))
+    try:
+        result = ex.exec(_sh("echo hi; readlink /proc/self/ns/pid"))
+        assert result.exit_code == 0
+        assert result.output.decode().split() == ["hi", os.readlink(f"/proc/{ex.pid}/ns/pid")]
+    finally:
+        ex.shutdown(grace=0)
