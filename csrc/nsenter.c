@@ -53,6 +53,7 @@
  * else reports. px_spawn() returns 0 or -errno of the failed parent call.
  */
 #define _GNU_SOURCE
+#define PX_SHIM_INTERNAL
 #include "pyexec.h"
 
 #include <errno.h>

@@ -206,6 +206,7 @@ const char *px_step_name(int step);
 
 /* END CDEF */
 
+#ifdef PX_SHIM_INTERNAL
 /*
  * Between the parent side (csrc/spawn.c) and the child side (csrc/nsenter.c);
  * not part of the Python interface. A shared-memory child finds this record at
@@ -236,5 +237,7 @@ int px_child_start(void *launch);
  * fd the child reports to (thread-local, so concurrent launches from several
  * threads each have their own even when their children share memory). */
 void px_child_prepare(int error_fd);
+
+#endif /* PX_SHIM_INTERNAL */
 
 #endif

@@ -35,6 +35,7 @@
  * placement write), and the child is dead or exec'd when done is set.
  */
 #define _GNU_SOURCE
+#define PX_SHIM_INTERNAL
 #include "pyexec.h"
 
 #include <errno.h>

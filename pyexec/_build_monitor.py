@@ -4,11 +4,18 @@ from its build_ext step; run this file to rebuild it in the source tree.
 
 It is linked on its own, not into the cffi module: the monitor outlives the
 caller, so it must be a program, and a small one (its resident size is the
-per-task cost).
+per-task cost). With musl (``musl-gcc``, Debian's musl-tools) it is linked
+statically against musl: glibc's start-up probes the CPU with dozens of
+CPUID instructions, each a trap to the hypervisor on a virtual machine, which
+made every task's monitor exec cost 0.5 ms here against 0.06 ms with musl,
+and that exec is on the path of every short task's exit. Without musl it is
+linked statically against glibc, else dynamically.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +28,13 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11", "-fno
 
 def build_monitor(output_dir: Path, build_temp: Optional[Path] = None) -> Path:
     """Compile and link the monitor into ``output_dir``; returns its path."""
+    musl = shutil.which("musl-gcc")
+    if musl is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        out = output_dir / NAME
+        subprocess.run([musl, *FLAGS, f"-I{CSRC}", "-static", "-s", "-o", str(out),
+                        *(str(CSRC / name) for name in SOURCES)], check=True)
+        return out
     try:
         from setuptools._distutils.ccompiler import new_compiler
         from setuptools._distutils.sysconfig import customize_compiler
