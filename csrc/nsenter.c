@@ -1,47 +1,51 @@
 /*
- * nsenter.c — everything between clone and exec, in C.
+ * nsenter.c — the child side: everything between clone and exec, in C.
  *
  * Python builds a complete plan (struct px_config: clone flags, a list of mount
  * operations with absolute paths, ids, capability masks, argv/envp) and calls
- * px_spawn(). From the clone on, the child runs only this file: no Python, no
- * malloc, no stdio, no glibc wrappers that take locks or broadcast to threads
- * (setxid, fork) — the child is a copy of one thread of a threaded process, and
- * any lock another thread held at clone time stays held forever in the copy.
+ * px_spawn() (csrc/spawn.c, the parent side). From the clone on, the child
+ * runs only this file: no Python, no malloc, no stdio, no glibc wrappers that
+ * take locks or broadcast to threads (setxid, fork). By default the child runs
+ * in the caller's own memory (CLONE_VM, on a stack spawn.c mapped for it; it
+ * writes nothing of the caller's but its launching thread's errno, while that
+ * thread waits in spawn.c); else it is a copy of one thread of a threaded
+ * process, where any lock another thread held at clone time stays held forever.
  *
  * Parent/child protocol
  * =====================
  *
- *   parent (Python + px_spawn)          child: the init (pid 1 of a new     task
+ *   parent (px_spawn, px_finish)        child: the init (pid 1 of a new     task
  *                                       pid ns, or a child subreaper)      ----
  *   --------------------------          ------------------------------
  *   pipe2(sync), pipe2(error),
  *   pipe2(status)        [all O_CLOEXEC]
- *   clone3(CLONE_NEW*|CLONE_PIDFD) ---> read(sync) ......... blocks
- *   (cgroup placement, id maps)             |
- *   write(sync, PX_GO), close ------------> hostname, lo up, make / private,
- *                                           mount ops, pivot_root, masks,
- *   px_wait_exec(error):                    read-only paths
- *     read(error) ... blocks                block all signals
- *                                           clone(VM|VFORK) ---------------> setsid, stdio, oom_score_adj,
- *                                           (runs again once the task execs)   rlimits, bounding set, groups,
- *                                           harden, fds to PX_MON_FD_*,        gid, uid, caps, ambient,
- *                                           execveat(pyexec-monitor) --.       no_new_privs, signals reset,
- *                                                                      |       execve
- *                                           monitor: pump logs, forward       (error pipe closes on exec)
- *                                           signals, reap; task gone ->
- *                                           kill the rest, drain logs,
- *                                           exit.json + write(status)
- *     EOF: launched  <----- error pipe closed by both execs ------------------------'
- *     a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
- *     a short record: kill the child (a broken child never half-starts)
+ *   clone3(CLONE_NEW*|CLONE_PIDFD) ---> [wait_for_parent: read(sync) blocks;
+ *   [parked: Python writes id maps,      the parent's Python work runs now]
+ *    a veth; then px_finish]            hostname, lo up, make / private,
+ *   write pid -> cgroup.procs files     mount ops, pivot_root, masks,
+ *   write(sync, PX_GO), close ------->  read-only paths, [hold_task: read(sync)]
+ *   read(error) until EOF ... blocks    block all signals
+ *                                       clone(VM|VFORK) ---------------> setsid, stdio, oom_score_adj,
+ *                                       (runs again once the task execs)   rlimits, bounding set, groups,
+ *                                       harden, fds to PX_MON_FD_*,        gid, uid, caps, ambient,
+ *                                       execveat(pyexec-monitor) --.       no_new_privs, signals reset,
+ *                                                                  |       seccomp, execve
+ *                                       monitor: pump logs, forward       (error pipe closes on exec)
+ *                                       signals, reap; task gone ->
+ *                                       kill the rest, drain logs,
+ *                                       exit.json + write(status)
+ *   EOF: launched  <----- error pipe closed by both execs ------------------------'
+ *   a px_error record: step failed  <-- any failing step writes {step, errno, path}, _exit(127)
+ *   a short record: kill the child (a broken child never half-starts)
  *
  * Without a new pid namespace the init is a child subreaper (cfg->subreaper):
  * orphans of the task (double-forked daemons) are reparented to it, and the
  * monitor kills them when the task exits, since no namespace teardown would.
  * Without an init (use_init = 0) the cloned child itself runs the task's steps
- * and execs. A pid 1 cannot re-raise the task's signal death on itself (the
- * kernel drops self-sent signals it has no handler for), so the monitor
- * reports the raw wait status through the status pipe and exit.json.
+ * and execs (always a copy then: see spawn.c). A pid 1 cannot re-raise the
+ * task's signal death on itself (the kernel drops self-sent signals it has no
+ * handler for), so the monitor reports the raw wait status through the status
+ * pipe and exit.json.
  *
  * Join mode (cfg->join_pidfd >= 0, pyexec's exec into a running task): the
  * clone makes no namespaces; the child setns()es into the task's instead of
@@ -50,7 +54,7 @@
  * pid namespace needs). Its monitor gets only the status pipe and a lifeline.
  *
  * Error convention: every failing step calls fail(step, errno, path); nothing
- * else reports. px_spawn() returns 0 or -errno of the failed parent call.
+ * else reports.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
