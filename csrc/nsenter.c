@@ -53,7 +53,7 @@
  * exec's command as "the task" (see join_task for the extra fork a joined
  * pid namespace needs). Its monitor gets only the status pipe and a lifeline.
  *
- * Error convention: every failing step calls fail(step, errno, path); nothing
+ * Error convention: every failing step calls px_fail(step, errno, path); nothing
  * else reports.
  */
 #define _GNU_SOURCE
@@ -71,7 +71,6 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -79,17 +78,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
-#ifndef PR_CAP_AMBIENT
-#define PR_CAP_AMBIENT 47
-#define PR_CAP_AMBIENT_RAISE 2
-#define PR_CAP_AMBIENT_CLEAR_ALL 4
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* Child-side error reporting: one record, then exit.                        */
@@ -118,7 +107,7 @@ static size_t str_copy(char *dst, size_t cap, const char *src)
     return n;
 }
 
-static void __attribute__((noreturn)) fail(int step, int err, const char *detail)
+void px_fail(int step, int err, const char *detail)
 {
     struct px_error rec;
     memset(&rec, 0, sizeof rec);
@@ -142,14 +131,14 @@ static void loopback_up(void)
     struct ifreq ifr;
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
-        fail(PX_STEP_LOOPBACK, errno, "lo");
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
     memset(&ifr, 0, sizeof ifr);
     str_copy(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
     if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-        fail(PX_STEP_LOOPBACK, errno, "lo");
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
     ifr.ifr_flags |= IFF_UP;
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-        fail(PX_STEP_LOOPBACK, errno, "lo");
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
     close(s);
 }
 
@@ -208,28 +197,28 @@ static void op_bind(const struct px_mount_op *op)
     if (stat(op->source, &st) < 0) {
         if (op->bind_flags & PX_BIND_OPTIONAL)
             return;
-        fail(PX_STEP_BIND, errno, op->source);
+        px_fail(PX_STEP_BIND, errno, op->source);
     }
     if (make_like(&st, op->target) < 0)
-        fail(PX_STEP_BIND, errno, op->target);
+        px_fail(PX_STEP_BIND, errno, op->target);
     unsigned long flags = MS_BIND | ((op->bind_flags & PX_BIND_RECURSIVE) ? MS_REC : 0);
     if (mount(op->source, op->target, NULL, flags, NULL) < 0)
-        fail(PX_STEP_BIND, errno, op->target);
+        px_fail(PX_STEP_BIND, errno, op->target);
     if ((op->bind_flags & PX_BIND_RDONLY) && remount_readonly(op->target, op->flags) < 0)
-        fail(PX_STEP_REMOUNT, errno, op->target);
+        px_fail(PX_STEP_REMOUNT, errno, op->target);
 }
 
 static void op_pivot(const char *new_root)
 {
     /* pivot_root(".", "."): the old root stacks under the new one and is detached at once. */
     if (chdir(new_root) < 0)
-        fail(PX_STEP_PIVOT_ROOT, errno, new_root);
+        px_fail(PX_STEP_PIVOT_ROOT, errno, new_root);
     if (syscall(SYS_pivot_root, ".", ".") < 0)
-        fail(PX_STEP_PIVOT_ROOT, errno, new_root);
+        px_fail(PX_STEP_PIVOT_ROOT, errno, new_root);
     if (umount2(".", MNT_DETACH) < 0)
-        fail(PX_STEP_PIVOT_ROOT, errno, "old root");
+        px_fail(PX_STEP_PIVOT_ROOT, errno, "old root");
     if (chdir("/") < 0)
-        fail(PX_STEP_PIVOT_ROOT, errno, "/");
+        px_fail(PX_STEP_PIVOT_ROOT, errno, "/");
 }
 
 static void op_mask(const char *target)
@@ -238,7 +227,7 @@ static void op_mask(const char *target)
     if (stat(target, &st) < 0) {
         if (errno == ENOENT || errno == ENOTDIR)
             return;
-        fail(PX_STEP_MASK, errno, target);
+        px_fail(PX_STEP_MASK, errno, target);
     }
     int rc;
     if (S_ISDIR(st.st_mode))
@@ -246,7 +235,7 @@ static void op_mask(const char *target)
     else
         rc = mount("/dev/null", target, NULL, MS_BIND, NULL);
     if (rc < 0)
-        fail(PX_STEP_MASK, errno, target);
+        px_fail(PX_STEP_MASK, errno, target);
 }
 
 static void op_readonly(const char *target)
@@ -254,10 +243,10 @@ static void op_readonly(const char *target)
     if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0) {
         if (errno == ENOENT || errno == ENOTDIR)
             return;
-        fail(PX_STEP_READONLY, errno, target);
+        px_fail(PX_STEP_READONLY, errno, target);
     }
     if (remount_readonly(target, 0) < 0)
-        fail(PX_STEP_READONLY, errno, target);
+        px_fail(PX_STEP_READONLY, errno, target);
 }
 
 static void run_mount_ops(const struct px_config *cfg)
@@ -267,18 +256,18 @@ static void run_mount_ops(const struct px_config *cfg)
         switch (op->kind) {
         case PX_OP_MOUNT:
             if (mount(op->source, op->target, op->fstype, op->flags, op->data) < 0)
-                fail(PX_STEP_MOUNT, errno, op->target);
+                px_fail(PX_STEP_MOUNT, errno, op->target);
             break;
         case PX_OP_BIND:
             op_bind(op);
             break;
         case PX_OP_MKDIR:
             if (mkdir(op->target, 0755) < 0 && errno != EEXIST)
-                fail(PX_STEP_MKDIR, errno, op->target);
+                px_fail(PX_STEP_MKDIR, errno, op->target);
             break;
         case PX_OP_SYMLINK:
             if (symlink(op->source, op->target) < 0 && errno != EEXIST)
-                fail(PX_STEP_SYMLINK, errno, op->target);
+                px_fail(PX_STEP_SYMLINK, errno, op->target);
             break;
         case PX_OP_PIVOT:
             op_pivot(op->target);
@@ -292,193 +281,12 @@ static void run_mount_ops(const struct px_config *cfg)
         case PX_OP_REMOUNT:
             if (mount(NULL, op->target, NULL, MS_REMOUNT | MS_BIND | op->flags | kept_mount_flags(op->target),
                       NULL) < 0)
-                fail(PX_STEP_REMOUNT, errno, op->target);
+                px_fail(PX_STEP_REMOUNT, errno, op->target);
             break;
         default:
-            fail(PX_STEP_MOUNT, EINVAL, "unknown mount operation");
+            px_fail(PX_STEP_MOUNT, EINVAL, "unknown mount operation");
         }
     }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Stage: the task's own process — credentials, limits, exec.                */
-/* ------------------------------------------------------------------------ */
-
-static void setup_stdio(const struct px_config *cfg)
-{
-    int tmp[3];
-    /* Lift all three above 2 first so one never overwrites another's source. */
-    for (int i = 0; i < 3; i++) {
-        tmp[i] = -1;
-        if (cfg->stdio[i] >= 0 && (tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
-            fail(PX_STEP_STDIO, errno, "dup");
-    }
-    for (int i = 0; i < 3; i++)
-        if (tmp[i] >= 0 && dup2(tmp[i], i) < 0)
-            fail(PX_STEP_STDIO, errno, "dup2");
-}
-
-static void write_oom_score(int value)
-{
-    char buf[16];
-    int n = 0, neg = value < 0;
-    unsigned v = neg ? (unsigned)(-value) : (unsigned)value;
-    char digits[12];
-    int d = 0;
-    do {
-        digits[d++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    if (neg)
-        buf[n++] = '-';
-    while (d)
-        buf[n++] = digits[--d];
-    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, buf, n) != n)
-        fail(PX_STEP_OOM_SCORE, errno, "/proc/self/oom_score_adj");
-    close(fd);
-}
-
-static void set_capabilities(const struct px_config *cfg)
-{
-    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-    data[0].effective = (uint32_t)cfg->cap_effective;
-    data[1].effective = (uint32_t)(cfg->cap_effective >> 32);
-    data[0].permitted = (uint32_t)cfg->cap_permitted;
-    data[1].permitted = (uint32_t)(cfg->cap_permitted >> 32);
-    data[0].inheritable = (uint32_t)cfg->cap_inheritable;
-    data[1].inheritable = (uint32_t)(cfg->cap_inheritable >> 32);
-    if (syscall(SYS_capset, &hdr, data) < 0)
-        fail(PX_STEP_CAPS, errno, "capset");
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        fail(PX_STEP_CAPS, errno, "ambient");
-    for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
-        if ((cfg->cap_ambient >> cap) & 1)
-            if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
-                fail(PX_STEP_CAPS, errno, "ambient raise");
-}
-
-static void drop_bounding_set(const struct px_config *cfg)
-{
-    for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
-        if (!((cfg->cap_bounding >> cap) & 1))
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-                fail(PX_STEP_CAPS, errno, "bounding set");
-}
-
-/* Raw syscalls: glibc's set*id wrappers signal every thread the parent had, which do not exist here. */
-static void switch_user(const struct px_config *cfg)
-{
-    if (cfg->set_caps && cfg->uid != 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-        fail(PX_STEP_CAPS, errno, "keepcaps");
-    if (syscall(SYS_setgroups, (size_t)cfg->n_groups, cfg->groups) < 0)
-        fail(PX_STEP_SETGROUPS, errno, "setgroups");
-    if (syscall(SYS_setresgid, cfg->gid, cfg->gid, cfg->gid) < 0)
-        fail(PX_STEP_SETGID, errno, "setresgid");
-    if (syscall(SYS_setresuid, cfg->uid, cfg->uid, cfg->uid) < 0)
-        fail(PX_STEP_SETUID, errno, "setresuid");
-}
-
-static void reset_signals(void)
-{
-    struct sigaction dfl;
-    sigset_t none;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    /* Ignored signals survive exec (Python ignores SIGPIPE): put every one back. */
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static void exec_search(const struct px_config *cfg)
-{
-    const char *prog = cfg->program;
-    if (strchr(prog, '/')) {
-        execve(prog, cfg->argv, cfg->envp);
-        fail(PX_STEP_EXEC, errno, prog);
-    }
-    /* execvpe's rules, without its allocations: EACCES wins over ENOENT. */
-    char buf[4096];
-    size_t plen = strlen(prog);
-    int saved = ENOENT;
-    const char *p = cfg->search_path ? cfg->search_path : "/usr/bin:/bin";
-    while (1) {
-        const char *end = strchr(p, ':');
-        size_t dlen = end ? (size_t)(end - p) : strlen(p);
-        if (dlen + plen + 2 <= sizeof buf) {
-            size_t n = 0;
-            if (dlen == 0)
-                buf[n++] = '.';
-            memcpy(buf + n, p, dlen);
-            n += dlen;
-            buf[n++] = '/';
-            memcpy(buf + n, prog, plen + 1);
-            execve(buf, cfg->argv, cfg->envp);
-            if (errno == EACCES)
-                saved = EACCES;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG)
-                fail(PX_STEP_EXEC, errno, buf);
-        }
-        if (!end)
-            break;
-        p = end + 1;
-    }
-    fail(PX_STEP_EXEC, saved, prog);
-}
-
-/* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
- * may forbid what the earlier steps need. Without no_new_privs the kernel
- * wants CAP_SYS_ADMIN for it, so run_task then loads it before dropping
- * privileges. */
-static void load_seccomp(const struct px_config *cfg)
-{
-    struct sock_fprog prog = {(unsigned short)cfg->seccomp_len, (struct sock_filter *)cfg->seccomp_filter};
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-        fail(PX_STEP_SECCOMP, errno, "seccomp");
-}
-
-static void __attribute__((noreturn)) run_task(const struct px_config *cfg)
-{
-    if (setsid() < 0)
-        fail(PX_STEP_SETSID, errno, "setsid");
-    setup_stdio(cfg);
-    /* A pty slave on 0 becomes the controlling terminal of the new session. */
-    if (cfg->set_ctty && ioctl(0, TIOCSCTTY, 0) < 0)
-        fail(PX_STEP_STDIO, errno, "TIOCSCTTY");
-    if (cfg->set_oom_score)
-        write_oom_score(cfg->oom_score_adj);
-    for (int i = 0; i < cfg->n_rlimits; i++) {
-        struct rlimit rl = {cfg->rlimits[i].soft, cfg->rlimits[i].hard};
-        if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
-            fail(PX_STEP_RLIMIT, errno, cfg->rlimits[i].name);
-    }
-    /* Without no_new_privs the kernel takes a filter only from a holder of
-     * CAP_SYS_ADMIN, which the next steps drop: then load it here (as runc
-     * does), and the profile must allow those steps (the default one does). */
-    int early_seccomp = !cfg->no_new_privs && cfg->seccomp_filter && cfg->seccomp_len > 0;
-    if (early_seccomp)
-        load_seccomp(cfg);
-    if (cfg->set_caps)
-        drop_bounding_set(cfg); /* needs CAP_SETPCAP, so before the user switch */
-    if (cfg->set_user)
-        switch_user(cfg);
-    if (cfg->cwd && chdir(cfg->cwd) < 0)
-        fail(PX_STEP_CHDIR, errno, cfg->cwd);
-    if (cfg->set_caps)
-        set_capabilities(cfg);
-    if (cfg->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fail(PX_STEP_NO_NEW_PRIVS, errno, "prctl");
-    reset_signals();
-    /* Anything a library opened without O_CLOEXEC must not reach the task. */
-    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
-    if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
-        load_seccomp(cfg);
-    exec_search(cfg);
-    _exit(127); /* not reached */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -503,7 +311,7 @@ static void become_userns_root(const struct px_config *cfg)
         return;
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
         syscall(SYS_setresuid, 0, 0, 0) < 0)
-        fail(PX_STEP_SETUID, errno, "root of the user namespace");
+        px_fail(PX_STEP_SETUID, errno, "root of the user namespace");
     /* The uid change made us non-dumpable, which gives our /proc files to the
      * host's root: the task could not write its own oom_score_adj. The init
      * turns this off again once the task runs (harden_init). */
@@ -561,7 +369,7 @@ static char task_stack[64 * 1024] __attribute__((aligned(16)));
 
 static int task_entry(void *cfg)
 {
-    run_task((const struct px_config *)cfg); /* resets the blocked mask before exec */
+    px_run_task((const struct px_config *)cfg); /* resets the blocked mask before exec */
 }
 
 /*
@@ -593,19 +401,19 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
         int src = !with_inputs ? -1 : i == 0 ? status_fd : cfg->monitor_fds[i];
         parked[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, 64) : -1;
         if (src >= 0 && parked[i] < 0)
-            fail(PX_STEP_MONITOR, errno, "fcntl");
+            px_fail(PX_STEP_MONITOR, errno, "fcntl");
     }
     int exe = fcntl(cfg->monitor_exe_fd, F_DUPFD_CLOEXEC, 64);
     int err = fcntl(child_error_fd, F_DUPFD_CLOEXEC, 64);
     if (exe < 0 || err < 0)
-        fail(PX_STEP_MONITOR, errno, "fcntl");
+        px_fail(PX_STEP_MONITOR, errno, "fcntl");
     syscall(SYS_close_range, 3U, 63U, 0);
     child_error_fd = dup3(err, PX_MON_FD_LIFELINE + 2, O_CLOEXEC);
     for (int i = 0; i < n; i++)
         if (parked[i] >= 0 && dup2(parked[i], PX_MON_FD_STATUS + i) < 0)
-            fail(PX_STEP_MONITOR, errno, "dup2");
+            px_fail(PX_STEP_MONITOR, errno, "dup2");
     if (dup3(exe, PX_MON_FD_LIFELINE + 1, O_CLOEXEC) < 0 || child_error_fd < 0)
-        fail(PX_STEP_MONITOR, errno, "dup3");
+        px_fail(PX_STEP_MONITOR, errno, "dup3");
     syscall(SYS_close_range, (unsigned)PX_MON_FD_LIFELINE + 3, ~0U, 0);
 
     char pid_buf[24], flags_buf[24], size_buf[24], files_buf[24];
@@ -620,7 +428,7 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
     };
     char *envp[] = {NULL};
     syscall(SYS_execveat, PX_MON_FD_LIFELINE + 1, "", argv, envp, AT_EMPTY_PATH);
-    fail(PX_STEP_MONITOR, errno, "pyexec-monitor");
+    px_fail(PX_STEP_MONITOR, errno, "pyexec-monitor");
 }
 
 /*
@@ -652,14 +460,14 @@ static void join_task(const struct px_launch *l)
     const struct px_config *cfg = l->cfg;
     uint64_t ns = cfg->clone_flags & PX_NS_FLAGS;
     if (ns && setns(cfg->join_pidfd, (int)ns) < 0)
-        fail(PX_STEP_SETNS, errno, "setns");
+        px_fail(PX_STEP_SETNS, errno, "setns");
     become_userns_root(cfg); /* a joined user namespace: its root, like the task's init */
     if (!(ns & CLONE_NEWPID))
         return; /* we share the command's pid namespace: we can be its init */
     /* A plain fork by raw syscall (glibc's fork runs atfork handlers). */
     pid_t inner = (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, NULL, NULL, 0UL);
     if (inner < 0)
-        fail(PX_STEP_FORK, errno, "fork into the task's pid namespace");
+        px_fail(PX_STEP_FORK, errno, "fork into the task's pid namespace");
     if (inner == 0)
         return;
     harden_init(l);
@@ -696,7 +504,7 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
         /* Exec into a running task: its namespaces instead of new ones, its
          * root instead of the mount plan, which it ran long ago. */
         if (!cfg->use_init)
-            fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
+            px_fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
         sigprocmask(SIG_SETMASK, &all, NULL);
         join_task(l);
     } else {
@@ -706,24 +514,24 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
          * combines it with a new user namespace: from one, setns would need
          * CAP_SYS_ADMIN over the namespace's owner, which a child never has. */
         if (cfg->join_netns_fd >= 0 && setns(cfg->join_netns_fd, CLONE_NEWNET) < 0)
-            fail(PX_STEP_SETNS, errno, "network namespace");
+            px_fail(PX_STEP_SETNS, errno, "network namespace");
         if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
-            fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
+            px_fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
         if (cfg->loopback_up)
             loopback_up();
         if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-            fail(PX_STEP_PROPAGATION, errno, "/");
+            px_fail(PX_STEP_PROPAGATION, errno, "/");
         run_mount_ops(cfg);
 
         if (hold)
             wait_for_go(sync_fd);
         if (!cfg->use_init)
-            run_task(cfg);
+            px_run_task(cfg);
     }
 
     sigprocmask(SIG_SETMASK, &all, NULL);
     if ((cfg->subreaper || joining) && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
-        fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
+        px_fail(PX_STEP_FORK, errno, "prctl(PR_SET_CHILD_SUBREAPER)");
     /* Until the exec of the monitor this process shows the caller's command
      * line and environment; the task must not see them in that moment. A copy
      * of the caller blanks them; shared memory is the caller's own, so there
@@ -738,7 +546,7 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
     char *stack = l->task_stack ? l->task_stack : task_stack + sizeof task_stack;
     pid_t task = clone(task_entry, stack, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)cfg);
     if (task < 0)
-        fail(PX_STEP_FORK, errno, "clone");
+        px_fail(PX_STEP_FORK, errno, "clone");
 
     harden_init(l);
     /* An exec's init is never pid 1 (the task's monitor is): it must not kill(-1). */

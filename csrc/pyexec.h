@@ -231,12 +231,26 @@ struct px_launch {
     ((uint64_t)(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUSER | \
                 CLONE_NEWCGROUP | CLONE_NEWTIME))
 
+#include <sys/prctl.h>
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
 /* The child's entry; never returns. */
 int px_child_start(void *launch);
 /* Called by the parent in the launching thread before the clone: the error
  * fd the child reports to (thread-local, so concurrent launches from several
  * threads each have their own even when their children share memory). */
 void px_child_prepare(int error_fd);
+/* The child's one way to fail: a px_error record on its error pipe, then _exit(127). */
+void __attribute__((noreturn)) px_fail(int step, int err, const char *detail);
+/* csrc/task.c: the task's own steps and its exec; never returns. */
+void __attribute__((noreturn)) px_run_task(const struct px_config *cfg);
 
 #endif /* PX_SHIM_INTERNAL */
 

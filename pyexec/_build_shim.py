@@ -208,7 +208,7 @@ ffibuilder.cdef(shared_cdef() + _SYSTEM_CONSTANTS + syscall_cdef())
 ffibuilder.set_source(
     "pyexec._shim",
     _PRELUDE,
-    sources=[str((CSRC / name).relative_to(ROOT)) for name in ("nsenter.c", "spawn.c", "logmon.c")],
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in ("nsenter.c", "task.c", "spawn.c", "logmon.c")],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     libraries=["cap"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
