@@ -171,12 +171,24 @@ class Mount:
         check_container_path("mounts.target", self.target)
 
 
+def _has_parent_part(path: str) -> bool:
+    """".." among the path's parts. On POSIX those are its "/"-separated
+    components (pathlib drops only "" and "."): a split, not a costly Path."""
+    if os.name == "nt":  # "\\" separates too, and drives have their own rules
+        return ".." in Path(path).parts
+    return ".." in path.split("/")
+
+
 def check_container_path(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise ConfigError(field_name, value, "must be an absolute path")
-    if ".." in Path(value).parts:
+    if _has_parent_part(value):
         raise ConfigError(field_name, value, "must not contain '..'")
     return value
+
+
+for _path in DEFAULT_MASKED_PATHS + DEFAULT_READONLY_PATHS:  # Isolation skips the default tuples
+    check_container_path("default paths", _path)
 
 
 try:
@@ -480,11 +492,13 @@ class Isolation:
         if mounts and "mnt" not in names:
             raise ConfigError("mounts", [m.target for m in mounts], "need the 'mnt' namespace")
         put(self, "mounts", mounts)
-        for field_name in ("masked_paths", "readonly_paths"):
-            paths = tuple(getattr(self, field_name))
-            for path in paths:
-                check_container_path(field_name, path)
-            put(self, field_name, paths)
+        for field_name, default in (("masked_paths", DEFAULT_MASKED_PATHS), ("readonly_paths", DEFAULT_READONLY_PATHS)):
+            paths = getattr(self, field_name)
+            if paths is not default:  # the default tuples were checked once, at import
+                paths = tuple(paths)
+                for path in paths:
+                    check_container_path(field_name, path)
+                put(self, field_name, paths)
         if self.capabilities is not None:
             from .caps import parse_capabilities  # needs the compiled shim (libcap names)
             if isinstance(self.capabilities, str):
@@ -512,6 +526,7 @@ def _check_hostname(field_name: str, value: Any) -> str:
     return value
 
 
+_TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
 
@@ -590,7 +605,7 @@ class ExecCommand:
             raise ConfigError("task_dir", task_dir, "exists and is not a directory")
         put(self, "task_dir", os.path.normpath(task_dir))
         name = self.name if self.name is not None else os.path.basename(self.task_dir) or "task"
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
+        if not isinstance(name, str) or not _TASK_NAME_RE.match(name):
             raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
         put(self, "name", name)
         env = dict(self.env) if self.env is not None else default_env()

@@ -233,3 +233,18 @@ def test_default_idmap_reads_the_owners_range(tmp_path):
     assert default_idmap(str(subuid)) == ((0, 400000, 5000),)
     assert default_idmap(str(tmp_path / "missing")) == ((0, 100000, 65536),)
     assert host_id(((0, 400000, 5000),), 0) == 400000 and host_id(((0, 400000, 5000),), 5000) is None
+
+
+@pytest.mark.parametrize("path", ["/a/..", "/..", "//..", "/a//../b", "/a/./../", "/a/...", "/a/..b", "/b../c",
+                                  "/.../..", "/a/./b", "/a/.", "/"])
+def test_dot_dot_check_agrees_with_pathlib(path):
+    """check_container_path splits on "/" instead of building a Path: the
+    same paths must be refused as by pathlib's parts."""
+    from pathlib import PurePosixPath
+
+    from pyexec.config import check_container_path
+    if ".." in PurePosixPath(path).parts:
+        with pytest.raises(ConfigError, match="must not contain '..'"):
+            check_container_path("cwd", path)
+    else:
+        assert check_container_path("cwd", path) == path
