@@ -9,7 +9,8 @@ This module owns:
 * the small file helpers every controller module uses (read an int, parse a
   flat-keyed file like ``memory.stat``, write a limit and turn the kernel's
   refusal into a ``ConfigError``, require that a control file exists);
-* mount discovery from ``/proc/self/mountinfo``.
+* ``cgroup_mounts`` (re-exported from mounts.py, which owns reading
+  ``/proc/self/mountinfo``).
 
 Nothing here knows controller file names except through its callers.
 """
@@ -23,11 +24,12 @@ import os
 import re
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
+from .mounts import MountEntry, cgroup_mounts
 
 if TYPE_CHECKING:
     from .devices import DeviceRule
@@ -164,36 +166,6 @@ def set_fields(resources: Resources) -> List[Tuple[str, object]]:
     """(field, value) of every limit set in ``resources``, in declaration order."""
     return [(name, getattr(resources, name)) for name in FIELD_CONTROLLER
             if getattr(resources, name) is not None]
-
-
-# --------------------------------------------------------------------------- mounts
-
-class MountEntry(NamedTuple):
-    """One cgroup file system mount from /proc/self/mountinfo."""
-
-    fstype: str            # "cgroup" (v1) or "cgroup2"
-    mountpoint: str
-    root: str              # the cgroup the mount shows at its top ("/" normally)
-    options: Tuple[str, ...]  # super options, e.g. ("rw", "memory")
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> List[MountEntry]:
-    """Every cgroup and cgroup2 mount visible to this process, in mount order."""
-    out: List[MountEntry] = []
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rfields = right.split()
-            if len(fields) < 5 or len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
-                continue
-            out.append(MountEntry(rfields[0], _unescape(fields[4]), _unescape(fields[3]),
-                                  tuple(rfields[2].split(","))))
-    return out
 
 
 # --------------------------------------------------------------------------- processes

@@ -18,22 +18,24 @@ cpu.py, pids.py, cpuset.py and io.py.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, retry_vanished_parent,
-    CgroupManager, cgroup_mounts, write_text, fields_needing, kill_pids, tree_pids, read_text,
+    CgroupManager, write_text, fields_needing, kill_pids, tree_pids, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
 from .devices import set_devices_v1, set_devices_v2
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
 from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
+from .mounts import cgroup_mounts_cached
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
 from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
 
@@ -50,20 +52,30 @@ _V1_NAMES = {"io": "blkio"}
 
 
 
+# (the cached mount entries, v1_mounts of them): recomputed when the entries change.
+_found: Tuple[object, Dict[str, str]] = ((), {})
+
+
 def v1_mounts() -> Dict[str, str]:
     """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first
     mount wins), plus "unified" -> the cgroup2 mount of a hybrid host."""
-    out: Dict[str, str] = {}
-    for entry in cgroup_mounts():
-        if entry.fstype == "cgroup2":
-            out.setdefault("unified", entry.mountpoint)
-            continue
-        for opt in entry.options:
-            if opt in V1_CONTROLLERS and opt not in out:
-                out[opt] = entry.mountpoint
-    return out
+    global _found
+    entries = cgroup_mounts_cached()
+    source, out = _found
+    if source is not entries:
+        out = {}
+        for entry in entries:
+            if entry.fstype == "cgroup2":
+                out.setdefault("unified", entry.mountpoint)
+                continue
+            for opt in entry.options:
+                if opt in V1_CONTROLLERS and opt not in out:
+                    out[opt] = entry.mountpoint
+        _found = (entries, out)
+    return dict(out)
 
 
+@functools.lru_cache(maxsize=None)
 def _kernel_at_least(major: int, minor: int) -> bool:
     try:
         numbers = os.uname().release.split("-")[0].split(".")
@@ -98,7 +110,8 @@ class V1Manager(CgroupManager):
         super().__init__(name, resources, parent)
         found = v1_mounts() if mounts is None else dict(mounts)
         if mounts is None:
-            found = {c: m for c, m in found.items() if c in joined_by_default(resources, found)}
+            joined = joined_by_default(resources, found)
+            found = {c: m for c, m in found.items() if c in joined}
         self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",)
                                         if c in found}
         if not set(self._mounts) - {"unified"}:
