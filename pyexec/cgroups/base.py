@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
     "read_text", "write_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
-    "write_value", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
+    "write_value", "write_values", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,27 @@ def write_value(path: str, text: Union[str, int], field_name: str, value: object
     ``ConfigError`` naming the field, the file and the kernel's reason; any
     other OSError (permissions, a vanished cgroup) propagates unchanged.
     """
-    data = str(text)
-    log.debug("write %r > %s", data, path)
+    write_values(path, [(text, field_name, value)])
+
+
+def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]) -> None:
+    """``write_value`` of each (text, field_name, value) in turn, through one
+    open fd of the control file: every write(2) is a request of its own to the
+    kernel (devices.allow takes one rule per write), only the open is shared."""
+    if not items:
+        return
+    text, field_name, value = items[0]  # the write being made, for the error
     try:
-        write_text(path, data)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for text, field_name, value in items:
+                log.debug("write %r > %s", str(text), path)
+                os.write(fd, str(text).encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         if e.errno in _VALUE_ERRNOS:
+            data = str(text)
             raise ConfigError(field_name, value,
                               f"was rejected by the kernel: writing {data!r} to {path}: "
                               f"{os.strerror(e.errno)}") from e
@@ -338,7 +353,9 @@ class CgroupManager(abc.ABC):
     def _make_dirs(self, created: List[str]) -> None:
         """mkdir the task cgroup(s) and missing parents, appending each made
         directory to ``created``; retried by ``create`` when a sibling's
-        destroy() removes a shared parent meanwhile (FileNotFoundError)."""
+        destroy() removes a shared parent meanwhile (FileNotFoundError). A
+        task cgroup that exists already is a FileExistsError (``create``
+        removes it as stale and calls again)."""
 
     @abc.abstractmethod
     def _check_files(self, res: Resources) -> None:
@@ -381,15 +398,23 @@ class CgroupManager(abc.ABC):
         self._check_controllers(self.resources)
         created: List[str] = []
         try:
-            if self.exists():
+            try:
+                self._make_dirs(created)
+            except FileExistsError:
+                # Found by the leaf's mkdir rather than looked for first: task
+                # names are unique, so looking costs a stat per hierarchy for nothing.
+                undo_created(created)
+                created.clear()
                 log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
                             "and removing it", self.parent, self.name)
                 self._remove_own_dirs()
-            self._make_dirs(created)
+                self._make_dirs(created)
             self._check_files(self.resources)
             self._apply(self.resources)
             self._after_create()
-            self._oom_baseline = self._oom_kill_count() or 0
+            # The OOM-kill counter of a cgroup made just now, with no process
+            # ever in it, is 0: nothing to read for the baseline.
+            self._oom_baseline = 0
             self._started()
         except BaseException:
             undo_created(created)
@@ -509,13 +534,32 @@ class CgroupManager(abc.ABC):
             remove_tree(directory)
 
     def destroy(self, keep_parents: bool = False) -> None:
-        """kill_all, then remove the cgroup(s) and, unless ``keep_parents``,
-        the parents that became empty. Idempotent. Executors keep the parents:
-        re-creating them for every task is most of a launch's cgroup work."""
-        if self.exists():
+        """Remove the cgroup(s) -- when processes are left in them, after
+        kill_all -- and, unless ``keep_parents``, the parents that became
+        empty. Idempotent. Executors keep the parents: re-creating them for
+        every task is most of a launch's cgroup work."""
+        if not self._remove_empty_dirs() and self.exists():
             self._remove_own_dirs()
         if not keep_parents:
             self._remove_parents()
+
+    def _remove_empty_dirs(self) -> bool:
+        """rmdir each cgroup directory as it is: all a task that left no
+        process and no sub-cgroup behind needs (the kernel refuses to remove
+        one that holds either, so nothing is skipped by not listing first).
+        False at the first directory still in use (EBUSY, ENOTEMPTY): the
+        caller kills and removes the rest."""
+        for directory in self._dirs():
+            try:
+                os.rmdir(directory)
+                log.debug("removed cgroup %s", directory)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    return False
+                raise
+        return True
 
     @abc.abstractmethod
     def _remove_parents(self) -> None:

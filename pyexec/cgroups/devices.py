@@ -23,7 +23,7 @@ import struct
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import write_value
+from .base import write_value, write_values
 
 __all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2",
            "device_program"]
@@ -73,8 +73,8 @@ def device_rule(path: str, permissions: str) -> DeviceRule:
 def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
     """Deny everything, then allow ``rules`` (cgroup v1 devices.deny / devices.allow)."""
     write_value(os.path.join(path, "devices.deny"), "a", "devices", "deny all")
-    for rule in rules:
-        write_value(os.path.join(path, "devices.allow"), rule.text(), "devices", rule.text())
+    texts = [rule.text() for rule in rules]
+    write_values(os.path.join(path, "devices.allow"), [(text, "devices", text) for text in texts])
 
 
 _warned: List[bool] = []

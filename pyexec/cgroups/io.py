@@ -108,6 +108,8 @@ def parse_service_bytes_v1(text: str) -> IoUsage:
     """Sum the Read and Write lines of every device (the "Total" line is skipped)."""
     read = write = 0
     for line in text.splitlines():
+        if "Read" not in line and "Write" not in line:
+            continue  # most lines (Sync, Async, Discard, Total of every disk): not split for nothing
         parts = line.split()
         if len(parts) == 3 and parts[1] in ("Read", "Write") and parts[2].isdigit():
             if parts[1] == "Read":

@@ -117,6 +117,10 @@ class V1Manager(CgroupManager):
         if not set(self._mounts) - {"unified"}:
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
+        self._dir_list = sorted(set(self._paths.values()))
+
+    def _dirs(self) -> List[str]:
+        return list(self._dir_list)
 
     @property
     def paths(self) -> Dict[str, str]:
@@ -162,8 +166,20 @@ class V1Manager(CgroupManager):
             retry_vanished_parent(lambda: self._make_dirs_in(mount, "cpuset" in ctls, created))
 
     def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
-        """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
+        """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not.
+        The leaf is tried first: the parents normally exist (executors keep
+        them), and a mkdir of each would fail for nothing. In cpuset every
+        level is walked, each one must have been initialised."""
         levels = self.parent.split("/") + [self.name]
+        if not is_cpuset:
+            leaf = os.path.join(mount, *levels)
+            try:
+                os.mkdir(leaf, 0o755)
+                created.append(leaf)
+                log.debug("created cgroup %s", leaf)
+                return
+            except FileNotFoundError:
+                pass  # a parent is missing: level by level
         for depth in range(1, len(levels) + 1):
             path = os.path.join(mount, *levels[:depth])
             leaf = depth == len(levels)
