@@ -36,7 +36,8 @@ from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
 from .exec import DEFAULT_OUTPUT_LIMIT, ExecProcess, exec_record, run_exec, start_streaming
 
-__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan"]
+__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan",
+           "write_atomically", "remove_state_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,48 @@ def spawn_into_cgroup(plan: SpawnPlan) -> Child:
         log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
         _clone_into_cgroup_works = False
     return child
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """``data`` as the file ``path``, written to ``path.tmp`` and renamed: a
+    reader sees no file or all of it. Plain os calls: a text file object and
+    json.dump's pure-Python chunked encoder cost more than the writing."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def remove_state_dir(path: str) -> None:
+    """``shutil.rmtree(path, ignore_errors=True)`` with a short way for what a
+    state directory holds (task.json, exit.json, their .tmp: plain files):
+    unlink each, then rmdir. Anything else -- a directory, an entry that
+    appears meanwhile, an error -- is left to rmtree."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        names = None
+    try:
+        for name in names if names is not None else ():
+            try:
+                os.unlink(os.path.join(path, name))  # never follows a symlink; EISDIR for a directory
+            except FileNotFoundError:
+                pass
+        if names is not None:
+            os.rmdir(path)
+            return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 class LinuxExecutor(Executor):
@@ -282,10 +325,7 @@ class LinuxExecutor(Executor):
         assert self._state_dir is not None and self.task_id is not None
         record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
                   "cgroup_parent": self.cgroup_parent, "exec": self._exec_record}
-        path = os.path.join(self._state_dir, STATE_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f)
-        os.rename(path + ".tmp", path)
+        write_atomically(os.path.join(self._state_dir, STATE_FILE), json.dumps(record).encode())
 
     def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
         """Remove what crashed callers left behind under this executor's
@@ -436,7 +476,7 @@ class LinuxExecutor(Executor):
         if cgroup is not None:
             cgroup.destroy(keep_parents=True)  # kills whatever is left first
         if self._state_dir is not None:
-            shutil.rmtree(self._state_dir, ignore_errors=True)
+            remove_state_dir(self._state_dir)
             self._state_dir = None
         if self._made_task_dir is not None and self._proc is None:
             shutil.rmtree(self._made_task_dir, ignore_errors=True)
