@@ -109,7 +109,9 @@ def _after_pivot(paths_to_mask: Sequence[str], cmd: ExecCommand, readonly_root: 
 
 
 def plan_mounts(cmd: ExecCommand, mirror_root: str) -> List[MountOp]:
-    """The whole plan; ``mirror_root`` is an empty directory for the host-mirror tmpfs."""
+    """The whole plan; ``mirror_root`` is the directory the host-mirror tmpfs
+    is mounted on (in the task's mount namespace: what it holds stays
+    hidden there, and is untouched on the host)."""
     isolation = cmd.isolation
     if "mnt" not in isolation.namespaces:
         return []
