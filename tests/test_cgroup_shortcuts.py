@@ -1,27 +1,37 @@
-"""The per-process caches of pyexec.cgroups follow the kernel when it changes.
+"""The shortcuts pyexec.cgroups takes at each launch keep their guarantees.
 
-The mount table cache (pyexec/cgroups/mounts.py) is checked against real
-mounts and umounts. Each scenario runs in a child process in a private mount
-namespace (``unshare --mount --propagation private``), so the cgroup file
-systems it mounts and unmounts are never seen by the host or by another test
-run's leak check. Root only.
+* The mount table cache (pyexec/cgroups/mounts.py) follows real mounts and
+  umounts. Each of those scenarios runs in a child process in a private
+  mount namespace (``unshare --mount --propagation private``), so the cgroup
+  file systems it mounts are never seen by the host or by another test run's
+  leak check.
+* ``destroy`` removes the directories without listing them first, and must
+  still kill what a task left (a process, a sub-cgroup, a process that left
+  some hierarchies); ``create`` finds a stale cgroup by its mkdir.
+
+Root only; nothing kernel-side is mocked.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import uuid
+from typing import Iterator, List
 
 import pytest
 
 from conftest import REPO
+from pyexec.cgroups import V1Manager
+from pyexec.cgroups.v1 import v1_mounts
+from pyexec.config import Resources
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root"),
-    pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) from util-linux"),
-]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups and mounts need root")
+needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) from util-linux")
+needs_v1 = pytest.mark.skipif("memory" not in v1_mounts(), reason="no cgroup v1 memory hierarchy on this host")
 
 PRELUDE = """
 import ctypes, os, subprocess, sys
@@ -50,6 +60,7 @@ def in_private_namespace(tmp_path, script: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@needs_unshare
 def test_mount_table_cache_sees_mounts_and_umounts(tmp_path):
     in_private_namespace(tmp_path, """
         d = sys.argv[1]
@@ -67,6 +78,7 @@ def test_mount_table_cache_sees_mounts_and_umounts(tmp_path):
     """)
 
 
+@needs_unshare
 def test_v1_mounts_follow_the_table(tmp_path):
     in_private_namespace(tmp_path, """
         d = sys.argv[1]
@@ -80,6 +92,7 @@ def test_v1_mounts_follow_the_table(tmp_path):
     """)
 
 
+@needs_unshare
 def test_mount_table_cache_in_a_forked_child(tmp_path):
     """The child must not use the fd it inherited: its poll would take the
     change notice from the parent, which shares that open file."""
@@ -104,6 +117,7 @@ def test_mount_table_cache_in_a_forked_child(tmp_path):
     """)
 
 
+@needs_unshare
 def test_mount_table_cache_when_its_fd_was_closed_and_reused(tmp_path):
     in_private_namespace(tmp_path, """
         d = sys.argv[1]
@@ -119,6 +133,7 @@ def test_mount_table_cache_when_its_fd_was_closed_and_reused(tmp_path):
     """)
 
 
+@needs_unshare
 def test_mount_table_cache_after_changing_mount_namespace(tmp_path):
     """The cached fd watches the namespace it was opened in; after unshare
     the process's table is another one."""
@@ -132,3 +147,83 @@ def test_mount_table_cache_after_changing_mount_namespace(tmp_path):
         assert len(at(d)) == 1
         assert cgroup_mounts() == from_kernel() != list(first)
     """)
+
+
+# --------------------------------------------------------------------------- create and destroy
+
+@pytest.fixture
+def parent() -> Iterator[str]:
+    """A unique parent cgroup, removed afterwards (kept parents are the executors' way, not the tests')."""
+    name = f"pyexec-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    left = [os.path.join(mount, name) for mount in set(v1_mounts().values())
+            if os.path.exists(os.path.join(mount, name))]
+    assert not left, f"left behind: {left}"
+
+
+@pytest.fixture
+def sleepers() -> Iterator[List[subprocess.Popen]]:
+    started: List[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def sleeper(started: List[subprocess.Popen]) -> subprocess.Popen:
+    p = subprocess.Popen(["sleep", "300"])
+    started.append(p)
+    return p
+
+
+@needs_v1
+def test_destroy_kills_a_process_in_a_sub_cgroup(parent: str, sleepers: List[subprocess.Popen]) -> None:
+    m = V1Manager("sub", Resources(pids=10), parent=parent)
+    m.create()
+    p = sleeper(sleepers)
+    m.add_pid(p.pid)
+    inner = os.path.join(m.paths["pids"], "inner")
+    os.mkdir(inner)
+    with open(os.path.join(inner, "cgroup.procs"), "w") as f:
+        f.write(str(p.pid))
+    m.destroy()
+    assert p.wait(timeout=5) == -signal.SIGKILL
+    assert not m.exists()
+
+
+@needs_v1
+def test_destroy_kills_a_process_that_left_some_hierarchies(parent: str, sleepers: List[subprocess.Popen]) -> None:
+    """The directories of the hierarchies it left are removed first; the
+    one it is still in holds it, so destroy kills it there."""
+    m = V1Manager("half", Resources(pids=10), parent=parent)
+    m.create()
+    p = sleeper(sleepers)
+    m.add_pid(p.pid)
+    last = m._dirs()[-1]
+    for directory in m._dirs()[:-1]:
+        with open(os.path.join(os.path.dirname(os.path.dirname(directory)), "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))  # back to the hierarchy's root cgroup
+    m.destroy()
+    assert p.wait(timeout=5) == -signal.SIGKILL
+    assert not os.path.exists(last) and not m.exists()
+
+
+@needs_v1
+def test_create_over_a_stale_cgroup_in_one_hierarchy(parent: str, sleepers: List[subprocess.Popen]) -> None:
+    """A crashed run left the task cgroup in one hierarchy only, with a process:
+    create's mkdir there fails, and what it made elsewhere is not left behind."""
+    m = V1Manager("stale", Resources(pids=7), parent=parent)
+    stale = m._dirs()[-1]
+    os.makedirs(stale)
+    p = sleeper(sleepers)
+    with open(os.path.join(stale, "cgroup.procs"), "w") as f:
+        f.write(str(p.pid))
+    m.create()
+    try:
+        assert p.wait(timeout=5) == -signal.SIGKILL
+        assert m.pids() == [] and all(os.path.isdir(d) for d in m._dirs())
+        with open(os.path.join(m.paths["pids"], "pids.max")) as f:
+            assert f.read().strip() == "7"
+    finally:
+        m.destroy()
