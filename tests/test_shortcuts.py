@@ -1,4 +1,4 @@
-"""The shortcuts pyexec.cgroups takes at each launch keep their guarantees.
+"""The shortcuts pyexec takes at each launch keep their guarantees.
 
 * The mount table cache (pyexec/cgroups/mounts.py) follows real mounts and
   umounts. Each of those scenarios runs in a child process in a private
@@ -8,6 +8,8 @@
 * ``destroy`` removes the directories without listing them first, and must
   still kill what a task left (a process, a sub-cgroup, a process that left
   some hierarchies); ``create`` finds a stale cgroup by its mkdir.
+* The mount plan reuses what it read from the host (pyexec/rootfs.py) only
+  while the host is unchanged: a new ssh host key is masked at once.
 
 Root only; nothing kernel-side is mocked.
 """
@@ -227,3 +229,41 @@ def test_create_over_a_stale_cgroup_in_one_hierarchy(parent: str, sleepers: List
             assert f.read().strip() == "7"
     finally:
         m.destroy()
+
+
+# --------------------------------------------------------------------------- the mount plan
+
+@needs_unshare
+def test_mount_plan_masks_a_new_host_key_at_once(tmp_path):
+    """/etc/ssh is a fresh tmpfs here (private namespace). What the plan read
+    from it is reused once it has not changed for _SETTLE_S seconds (0.2
+    here, not 2), and never after a change."""
+    in_private_namespace(tmp_path, """
+        import time
+        from pyexec import ExecCommand, rootfs
+        from pyexec.rootfs import _after_pivot, lib, plan_mounts
+        rootfs._SETTLE_S = 0.2
+        sh("mount", "-t", "tmpfs", "none", "/etc/ssh")
+        cmd = ExecCommand(argv=["true"], task_dir=sys.argv[1])
+
+        def masked():
+            return {op.target for op in plan_mounts(cmd, "/mirror") if op.kind == lib.PX_OP_MASK}
+
+        def settled_hits():
+            time.sleep(0.3)
+            before = _after_pivot.cache_info().hits
+            first, second = masked(), masked()
+            assert _after_pivot.cache_info().hits >= before + 1, "the settled host's ops were not reused"
+            assert first == second
+            return first
+
+        assert not any("ssh_host" in path for path in settled_hits())
+        open("/etc/ssh/ssh_host_new_key", "w").close()
+        assert "/etc/ssh/ssh_host_new_key" in masked()          # at once: the directory just changed
+        assert "/etc/ssh/ssh_host_new_key" in settled_hits()
+        os.rename("/etc/ssh/ssh_host_new_key", "/etc/ssh/ssh_host_other_key")
+        os.utime("/etc/ssh", (1, 1))                            # an mtime set back does not hide it
+        assert "/etc/ssh/ssh_host_other_key" in masked() and "/etc/ssh/ssh_host_new_key" not in masked()
+        paths = settled_hits()
+        assert "/etc/ssh/ssh_host_other_key" in paths and "/etc/ssh/ssh_host_new_key" not in paths
+    """)
