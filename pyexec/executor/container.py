@@ -69,6 +69,7 @@ class ContainerExecutor(LinuxExecutor):
         user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
         if isinstance(isolation.network, Bridge):
             network.check_available(isolation.network)  # a taken ip fails before anything exists
+        capabilities = capability_sets(isolation.capabilities, user.uid)
         return SpawnPlan(
             program=cmd.argv[0],
             argv=cmd.argv,
@@ -82,9 +83,9 @@ class ContainerExecutor(LinuxExecutor):
             make_private="mnt" in isolation.namespaces,
             rlimits=rlimit_plan(isolation.rlimits),
             credentials=Credentials(user.uid, user.gid, user.groups),
-            capabilities=capability_sets(isolation.capabilities, user.uid),
+            capabilities=capabilities,
             no_new_privs=isolation.no_new_privs,
-            seccomp_filter=filter_for(isolation, names_of_mask(capability_sets(isolation.capabilities, user.uid).bounding)),
+            seccomp_filter=filter_for(isolation, names_of_mask(capabilities.bounding)),
             cwd=cmd.cwd or "/",
             oom_score_adj=cmd.oom_score_adj,
             # For the id maps; for a bridge's veth.
