@@ -118,6 +118,9 @@ class V1Manager(CgroupManager):
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
         self._dir_list = sorted(set(self._paths.values()))
+        self._by_mount: Dict[str, List[str]] = {}  # mount -> its controllers (co-mounted ones share it)
+        for ctl, mount in self._mounts.items():
+            self._by_mount.setdefault(mount, []).append(ctl)
 
     def _dirs(self) -> List[str]:
         return list(self._dir_list)
@@ -156,30 +159,28 @@ class V1Manager(CgroupManager):
 
     # -- lifecycle -----------------------------------------------------------------
     def _unique_mounts(self) -> Dict[str, List[str]]:
-        by_mount: Dict[str, List[str]] = {}
-        for ctl, mount in self._mounts.items():
-            by_mount.setdefault(mount, []).append(ctl)
-        return by_mount
+        return self._by_mount
 
     def _make_dirs(self, created: List[str]) -> None:
+        """The leaf is tried first: the parents normally exist (executors keep
+        them), and a mkdir of each would fail for nothing. In cpuset every
+        level is walked, each one must have been initialised."""
         for mount, ctls in self._unique_mounts().items():
+            if "cpuset" not in ctls:
+                leaf = self._paths[ctls[0]]
+                try:
+                    os.mkdir(leaf, 0o755)
+                except FileNotFoundError:
+                    pass  # a parent is missing: level by level
+                else:
+                    created.append(leaf)
+                    log.debug("created cgroup %s", leaf)
+                    continue
             retry_vanished_parent(lambda: self._make_dirs_in(mount, "cpuset" in ctls, created))
 
     def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
-        """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not.
-        The leaf is tried first: the parents normally exist (executors keep
-        them), and a mkdir of each would fail for nothing. In cpuset every
-        level is walked, each one must have been initialised."""
+        """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
         levels = self.parent.split("/") + [self.name]
-        if not is_cpuset:
-            leaf = os.path.join(mount, *levels)
-            try:
-                os.mkdir(leaf, 0o755)
-                created.append(leaf)
-                log.debug("created cgroup %s", leaf)
-                return
-            except FileNotFoundError:
-                pass  # a parent is missing: level by level
         for depth in range(1, len(levels) + 1):
             path = os.path.join(mount, *levels[:depth])
             leaf = depth == len(levels)
