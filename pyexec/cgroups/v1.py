@@ -52,27 +52,47 @@ _V1_NAMES = {"io": "blkio"}
 
 
 
-# (the cached mount entries, v1_mounts of them): recomputed when the entries change.
-_found: Tuple[object, Dict[str, str]] = ((), {})
+# What is derived from the cached mount entries, recomputed when they change:
+# (entries, v1_mounts of them, {cpuset wanted: a default V1Manager's mounts}).
+_derived: Tuple[object, Dict[str, str], Dict[bool, Dict[str, str]]] = ((), {}, {})
+
+
+def _derive() -> Tuple[object, Dict[str, str], Dict[bool, Dict[str, str]]]:
+    global _derived
+    entries = cgroup_mounts_cached()
+    if _derived[0] is not entries:
+        found: Dict[str, str] = {}
+        for entry in entries:
+            if entry.fstype == "cgroup2":
+                found.setdefault("unified", entry.mountpoint)
+                continue
+            for opt in entry.options:
+                if opt in V1_CONTROLLERS and opt not in found:
+                    found[opt] = entry.mountpoint
+        _derived = (entries, found, {})
+    return _derived
 
 
 def v1_mounts() -> Dict[str, str]:
     """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first
     mount wins), plus "unified" -> the cgroup2 mount of a hybrid host."""
-    global _found
-    entries = cgroup_mounts_cached()
-    source, out = _found
-    if source is not entries:
-        out = {}
-        for entry in entries:
-            if entry.fstype == "cgroup2":
-                out.setdefault("unified", entry.mountpoint)
-                continue
-            for opt in entry.options:
-                if opt in V1_CONTROLLERS and opt not in out:
-                    out[opt] = entry.mountpoint
-        _found = (entries, out)
-    return dict(out)
+    return dict(_derive()[1])
+
+
+def _normalised(found: Mapping[str, str]) -> Dict[str, str]:
+    return {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",) if c in found}
+
+
+def _default_mounts(resources: Resources) -> Dict[str, str]:
+    """The hierarchies (normalised mount points) a task with ``resources``
+    joins by default; they depend on the resources only by whether cpuset is
+    asked for, so both answers are kept per mount table."""
+    _entries, found, by_cpuset = _derive()
+    cpuset = resources.cpuset_cpus is not None or resources.cpuset_mems is not None
+    if cpuset not in by_cpuset:
+        joined = joined_by_default(resources, found)
+        by_cpuset[cpuset] = _normalised({c: m for c, m in found.items() if c in joined})
+    return dict(by_cpuset[cpuset])
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,12 +128,7 @@ class V1Manager(CgroupManager):
     def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
                  mounts: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(name, resources, parent)
-        found = v1_mounts() if mounts is None else dict(mounts)
-        if mounts is None:
-            joined = joined_by_default(resources, found)
-            found = {c: m for c, m in found.items() if c in joined}
-        self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",)
-                                        if c in found}
+        self._mounts = _default_mounts(resources) if mounts is None else _normalised(mounts)
         if not set(self._mounts) - {"unified"}:
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
