@@ -48,3 +48,17 @@ def test_remove_state_dir_with_directories_and_links(tmp_path: Path) -> None:
     remove_state_dir(str(state))
     assert not state.exists()
     assert (outside / "keep").read_text() == "keep"  # links were removed, not followed
+
+
+def test_task_json_is_json_dumps_of_the_record() -> None:
+    """task.json is made of a template serialised before the clone; the text
+    must be what json.dumps of the record gives, byte for byte."""
+    from pyexec.executor.linux import task_json_template
+    record = {"version": 1, "env": {"A": 'quote " and \\ and \u00e9', "PATH": "/bin"}, "uid_map": None,
+              "rlimits": [[7, 1024, 4096, "nofile"]], "seccomp_filter": "AAAA+/==", "set_caps": True}
+    for parent, pid, started_at in (("pyexec", 1, 1764000000.123456), ('we"ird/\u00fc', 4194304, 0.1),
+                                    ("a/b", 2 ** 31 - 1, 1e22)):
+        before_pid, between, after = task_json_template("web-0123456789ab", "container", parent, record)
+        expected = json.dumps({"task_id": "web-0123456789ab", "kind": "container", "pid": pid,
+                               "started_at": started_at, "cgroup_parent": parent, "exec": record})
+        assert f"{before_pid}{pid!r}{between}{started_at!r}{after}" == expected

@@ -37,7 +37,7 @@ from .base import Executor, StdioFiles, prepare_task_dir
 from .exec import DEFAULT_OUTPUT_LIMIT, ExecProcess, exec_record, run_exec, start_streaming
 
 __all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan",
-           "write_atomically", "remove_state_dir"]
+           "write_atomically", "remove_state_dir", "task_json_template"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,19 @@ def spawn_into_cgroup(plan: SpawnPlan) -> Child:
         log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
         _clone_into_cgroup_works = False
     return child
+
+
+def task_json_template(task_id: str, kind: str, cgroup_parent: str, exec_record: Mapping[str, Any]) -> Tuple[str, str, str]:
+    """task.json -- json.dumps({"task_id", "kind", "pid", "started_at",
+    "cgroup_parent", "exec"}) -- as the text before the pid, between pid and
+    started_at, and after: serialised before the clone, so that writing the
+    file after it is a format of two numbers (json writes an int or a finite
+    float as its repr). After the clone every page of this process that a
+    write touches first costs a copy-on-write fault, and serialising the exec
+    record touches many (reference counts are writes)."""
+    dumps = json.dumps
+    return (f'{{"task_id": {dumps(task_id)}, "kind": {dumps(kind)}, "pid": ', ', "started_at": ',
+            f', "cgroup_parent": {dumps(cgroup_parent)}, "exec": {dumps(exec_record)}}}')
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -137,6 +150,7 @@ class LinuxExecutor(Executor):
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
         self._exec_record: Optional[Dict[str, Any]] = None  # the task's identity for exec (task.json)
+        self._task_json = ("", "", "")  # task.json around pid and started_at, made before the clone
 
     # -- for subclasses ----------------------------------------------------
     @abc.abstractmethod
@@ -164,6 +178,7 @@ class LinuxExecutor(Executor):
         self._exec_record = exec_record(self.kind, cmd, plan)
         use_cgroup = self._use_cgroup(cmd)
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
+        self._task_json = task_json_template(self.task_id, self.kind, self.cgroup_parent, self._exec_record)
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
         fds: List[int] = []  # ours to close once the child has its copies
@@ -323,9 +338,9 @@ class LinuxExecutor(Executor):
 
     def _write_state(self, pid: int, started_at: float) -> None:
         assert self._state_dir is not None and self.task_id is not None
-        record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
-                  "cgroup_parent": self.cgroup_parent, "exec": self._exec_record}
-        write_atomically(os.path.join(self._state_dir, STATE_FILE), json.dumps(record).encode())
+        before_pid, between, after = self._task_json
+        text = f"{before_pid}{pid!r}{between}{started_at!r}{after}"
+        write_atomically(os.path.join(self._state_dir, STATE_FILE), text.encode())
 
     def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
         """Remove what crashed callers left behind under this executor's
