@@ -450,6 +450,9 @@ class Isolation:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        if self._all_default():
+            put(self, "rlimits", {})  # what normalising gives: not the caller's dict
+            return
         if self.seccomp is not None and self.seccomp != "default":
             if not isinstance(self.seccomp, (str, os.PathLike)) or not os.path.isabs(os.fspath(self.seccomp)):
                 raise ConfigError("seccomp", self.seccomp, "must be 'default', None or the absolute path of a profile")
@@ -515,6 +518,21 @@ class Isolation:
                 if not any(inside <= 0 < inside + count for inside, _, count in value):
                     raise ConfigError(field_name, value, "must map id 0 (the task's root, and its monitor)")
                 put(self, field_name, value)
+
+
+    def _all_default(self) -> bool:
+        """Every field at its default (of the default's type): nothing to check
+        or normalise, the default is a valid, normalised Isolation (a test
+        compares it with the full validation). Most tasks take it, and
+        checking it took most of an ExecCommand's construction."""
+        return (self.namespaces is DEFAULT_NAMESPACES and self.rootfs is None and self.readonly_rootfs is True
+                and self.hostname is None and type(self.mounts) is tuple and not self.mounts
+                and self.masked_paths is DEFAULT_MASKED_PATHS and self.readonly_paths is DEFAULT_READONLY_PATHS
+                and self.capabilities is None and self.no_new_privs is True
+                and type(self.rlimits) is dict and not self.rlimits and self.uid_map is None
+                and self.gid_map is None and type(self.seccomp) is str and self.seccomp == "default"
+                and type(self.devices) is tuple and not self.devices
+                and type(self.network) is str and self.network == "none")
 
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
