@@ -401,8 +401,7 @@ class CgroupManager(abc.ABC):
             try:
                 self._make_dirs(created)
             except FileExistsError:
-                # Found by the leaf's mkdir rather than looked for first: task
-                # names are unique, so looking costs a stat per hierarchy for nothing.
+                # Found by the leaf's mkdir, not looked for (a stat per hierarchy) first.
                 undo_created(created)
                 created.clear()
                 log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
@@ -412,8 +411,7 @@ class CgroupManager(abc.ABC):
             self._check_files(self.resources)
             self._apply(self.resources)
             self._after_create()
-            # The OOM-kill counter of a cgroup made just now, with no process
-            # ever in it, is 0: nothing to read for the baseline.
+            # Made just now, never with a process in it: its OOM-kill count is 0.
             self._oom_baseline = 0
             self._started()
         except BaseException:
@@ -544,11 +542,9 @@ class CgroupManager(abc.ABC):
             self._remove_parents()
 
     def _remove_empty_dirs(self) -> bool:
-        """rmdir each cgroup directory as it is: all a task that left no
-        process and no sub-cgroup behind needs (the kernel refuses to remove
-        one that holds either, so nothing is skipped by not listing first).
-        False at the first directory still in use (EBUSY, ENOTEMPTY): the
-        caller kills and removes the rest."""
+        """rmdir each cgroup directory as it is, which is all a task that left
+        no process or sub-cgroup needs (the kernel refuses to remove one that
+        holds either); False at the first one in use: the caller kills and removes."""
         for directory in self._dirs():
             try:
                 os.rmdir(directory)
