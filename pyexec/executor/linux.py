@@ -28,7 +28,7 @@ from ..cgroups.devices import DeviceRule
 from ..config import ExecCommand, Resources, rlimit_number
 from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExecResult, ExitResult, TaskProcess
-from ..handles import AdoptedProcess, make_handle, open_identified
+from ..handles import EXIT_FILE, AdoptedProcess, make_handle, open_identified
 from ..logmon import RotatingLog
 from ..shim import Child, MonitorPlan, SpawnPlan, child_exited, release, spawn, wait_exec
 from ..stats.pidtree import PidCollector
@@ -108,27 +108,21 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def remove_state_dir(path: str) -> None:
-    """``shutil.rmtree(path, ignore_errors=True)`` with a short way for what a
-    state directory holds (task.json, exit.json, their .tmp: plain files):
-    unlink each, then rmdir. Anything else -- a directory, an entry that
-    appears meanwhile, an error -- is left to rmtree."""
+    """``shutil.rmtree(path, ignore_errors=True)``, the short way for what a
+    state directory holds once its task ended (task.json, exit.json):
+    unlink those and rmdir, without listing it. Anything else in it (the
+    .tmp of a writer that died, a directory) fails the rmdir, and rmtree
+    removes what is left."""
     try:
-        names = os.listdir(path)
-    except FileNotFoundError:
-        return
-    except OSError:
-        names = None
-    try:
-        for name in names if names is not None else ():
+        for name in (STATE_FILE, EXIT_FILE):
             try:
-                os.unlink(os.path.join(path, name))  # never follows a symlink; EISDIR for a directory
+                os.unlink(os.path.join(path, name))  # never follows a symlink
             except FileNotFoundError:
                 pass
-        if names is not None:
-            os.rmdir(path)
-            return
-    except FileNotFoundError:
+        os.rmdir(path)
         return
+    except FileNotFoundError:
+        return  # gone already
     except OSError:
         pass
     shutil.rmtree(path, ignore_errors=True)
