@@ -379,7 +379,8 @@ class Isolation:
         if mounts and "mnt" not in names:
             raise ConfigError("mounts", [m.target for m in mounts], "need the 'mnt' namespace")
         put(self, "mounts", mounts)
-        for field_name, default in (("masked_paths", DEFAULT_MASKED_PATHS), ("readonly_paths", DEFAULT_READONLY_PATHS)):
+        for field_name, default in (("masked_paths", DEFAULT_MASKED_PATHS),
+                                    ("readonly_paths", DEFAULT_READONLY_PATHS)):
             paths = getattr(self, field_name)
             if paths is not default:  # the default tuples were checked once, at import
                 paths = tuple(paths)

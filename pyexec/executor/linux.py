@@ -79,7 +79,8 @@ def spawn_into_cgroup(plan: SpawnPlan) -> Child:
     return child
 
 
-def task_json_template(task_id: str, kind: str, cgroup_parent: str, exec_record: Mapping[str, Any]) -> Tuple[str, str, str]:
+def task_json_template(task_id: str, kind: str, cgroup_parent: str,
+                       exec_record: Mapping[str, Any]) -> Tuple[str, str, str]:
     """task.json -- json.dumps({"task_id", "kind", "pid", "started_at",
     "cgroup_parent", "exec"}) -- as the text before the pid, between pid and
     started_at, and after: serialised before the clone, so that writing the
