@@ -141,17 +141,18 @@ def write_value(path: str, text: Union[str, int], field_name: str, value: object
 
 
 def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]) -> None:
-    """``write_value`` of each (text, field_name, value) in turn, through one
-    open fd of the control file: every write(2) is a request of its own to the
-    kernel (devices.allow takes one rule per write), only the open is shared."""
+    """``write_value`` of each (text, field_name, value) in turn through one open fd:
+    each write(2) is a request of its own (devices.allow takes one rule per write)."""
     if not items:
         return
     text, field_name, value = items[0]  # the write being made, for the error
+    debug = log.isEnabledFor(logging.DEBUG)  # asked once, not per item
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             for text, field_name, value in items:
-                log.debug("write %r > %s", str(text), path)
+                if debug:
+                    log.debug("write %r > %s", str(text), path)
                 os.write(fd, str(text).encode())
         finally:
             os.close(fd)
@@ -353,9 +354,8 @@ class CgroupManager(abc.ABC):
     def _make_dirs(self, created: List[str]) -> None:
         """mkdir the task cgroup(s) and missing parents, appending each made
         directory to ``created``; retried by ``create`` when a sibling's
-        destroy() removes a shared parent meanwhile (FileNotFoundError). A
-        task cgroup that exists already is a FileExistsError (``create``
-        removes it as stale and calls again)."""
+        destroy() removes a shared parent meanwhile (FileNotFoundError). An
+        existing task cgroup is a FileExistsError (create removes it, calls again)."""
 
     @abc.abstractmethod
     def _check_files(self, res: Resources) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import platform
@@ -70,10 +71,13 @@ def device_rule(path: str, permissions: str) -> DeviceRule:
     return DeviceRule(kind, os.major(st.st_rdev), os.minor(st.st_rdev), permissions)
 
 
+_text = functools.lru_cache(maxsize=256)(DeviceRule.text)  # the same few rules at every launch
+
+
 def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
     """Deny everything, then allow ``rules`` (cgroup v1 devices.deny / devices.allow)."""
     write_value(os.path.join(path, "devices.deny"), "a", "devices", "deny all")
-    texts = [rule.text() for rule in rules]
+    texts = [_text(rule) for rule in rules]
     write_values(os.path.join(path, "devices.allow"), [(text, "devices", text) for text in texts])
 
 
