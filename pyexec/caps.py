@@ -64,6 +64,7 @@ def capability_mask(names: Iterable[str]) -> int:
     return mask
 
 
+@lru_cache(maxsize=64)  # a mask's names never change; every launch asks for the same few
 def names_of_mask(mask: int) -> Tuple[str, ...]:
     shim = _shim()
     out = []

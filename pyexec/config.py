@@ -3,12 +3,12 @@
 This module owns validation that needs nothing but the values themselves and the
 file system: every dataclass checks itself in ``__post_init__`` and raises
 ``ConfigError`` naming the field and the value, so bad input fails before any
-process, mount or directory exists. Values are normalised on the way in (sizes
+process, mount or directory exists (the network's part, ``Bridge`` and the
+joins of a namespace, is in netconfig.py and re-exported here). Values are normalised on the way in (sizes
 become bytes, names become canonical), so consumers read plain ints and tuples.
 """
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import re
@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
+from .netconfig import NETNS_DIR, Bridge, joined_netns_path, reconcile_network
 
 __all__ = [
     "parse_size", "Resources", "Mount", "Isolation", "ExecCommand", "Bridge", "joined_netns_path",
     "NAMESPACES", "DEFAULT_NAMESPACES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS",
-    "DEFAULT_PATH",
+    "DEFAULT_PATH", "NETNS_DIR",
 ]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -171,12 +172,24 @@ class Mount:
         check_container_path("mounts.target", self.target)
 
 
+def _has_parent_part(path: str) -> bool:
+    """".." among the path's parts. On POSIX those are its "/"-separated
+    components (pathlib drops only "" and "."): a split, not a costly Path."""
+    if os.name == "nt":  # "\\" separates too, and drives have their own rules
+        return ".." in Path(path).parts
+    return ".." in path.split("/")
+
+
 def check_container_path(field_name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise ConfigError(field_name, value, "must be an absolute path")
-    if ".." in Path(value).parts:
+    if _has_parent_part(value):
         raise ConfigError(field_name, value, "must not contain '..'")
     return value
+
+
+for _path in DEFAULT_MASKED_PATHS + DEFAULT_READONLY_PATHS:  # Isolation skips the default tuples
+    check_container_path("default paths", _path)
 
 
 try:
@@ -287,123 +300,6 @@ class Device:
             raise ConfigError("devices.permissions", self.permissions, "must be letters of 'rwm'")
 
 
-# -- network -------------------------------------------------------------------
-
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # IFNAMSIZ - 1
-NETNS_DIR = "/var/run/netns"  # where "ip netns add NAME" (and pyroute2) bind a namespace
-
-
-@dataclass(frozen=True)
-class Bridge:
-    """``Isolation.network``: the task's own network namespace, joined to the
-    host bridge ``name`` by a veth pair; ``eth0`` in the task gets ``ip`` (or
-    a free address of ``subnet``) and a default route via the bridge's
-    address, the subnet's first host address. The bridge is made on first
-    use and removed with its last task (only when pyexec made it). IPv4 only;
-    no port maps, no outbound NAT (see the README)."""
-
-    name: str = "pyexec0"
-    subnet: str = "10.88.0.0/16"
-    ip: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        put = object.__setattr__
-        if not isinstance(self.name, str) or not _IFNAME_RE.match(self.name):
-            raise ConfigError("network.name", self.name,
-                              "is not an interface name (1-15 letters, digits, '_', '.', '-')")
-        try:
-            if not isinstance(self.subnet, str):
-                raise TypeError(self.subnet)
-            subnet = ipaddress.IPv4Network(self.subnet, strict=True)
-        except (TypeError, ValueError):
-            raise ConfigError("network.subnet", self.subnet,
-                              "is not an IPv4 subnet like 10.88.0.0/16 (host bits zero)") from None
-        if subnet.prefixlen > 30:
-            raise ConfigError("network.subnet", self.subnet, "is too small (at most /30: a gateway and a task)")
-        if subnet.is_loopback or subnet.is_multicast or subnet.is_link_local or subnet.is_unspecified \
-                or subnet.is_reserved or subnet.network_address == ipaddress.IPv4Address(0):
-            raise ConfigError("network.subnet", self.subnet, "is not a unicast subnet a bridge can use")
-        put(self, "subnet", str(subnet))
-        if self.ip is not None:
-            try:
-                if not isinstance(self.ip, str):
-                    raise TypeError(self.ip)
-                ip = ipaddress.IPv4Address(self.ip)
-            except (TypeError, ValueError):
-                raise ConfigError("network.ip", self.ip, "is not an IPv4 address") from None
-            if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
-                raise ConfigError("network.ip", self.ip, f"is not a host address of {subnet}")
-            if ip == subnet.network_address + 1:
-                raise ConfigError("network.ip", self.ip, "is the gateway (the bridge's own address)")
-            put(self, "ip", str(ip))
-
-    @property
-    def gateway(self) -> str:
-        """The bridge's address: the subnet's first host address."""
-        return str(ipaddress.IPv4Network(self.subnet).network_address + 1)
-
-    @property
-    def prefixlen(self) -> int:
-        return ipaddress.IPv4Network(self.subnet).prefixlen
-
-
-_JOIN_PREFIXES = ("netns:", "ns:")
-
-
-def joined_netns_path(network: Any) -> Optional[str]:
-    """The file of the namespace ``"netns:PATH"`` or ``"ns:PATH"`` joins
-    (``"netns:NAME"`` is /var/run/netns/NAME); None for other networks."""
-    if not isinstance(network, str):
-        return None
-    for prefix in _JOIN_PREFIXES:
-        if network.startswith(prefix):
-            path = network[len(prefix):]
-            if prefix == "netns:" and path and "/" not in path:
-                path = os.path.join(NETNS_DIR, path)
-            return path
-    return None
-
-
-def _check_netns_file(network: str) -> None:
-    path = joined_netns_path(network)
-    if not path or not os.path.isabs(path):
-        raise ConfigError("network", network, "must name an absolute path ('netns:/var/run/netns/NAME', "
-                                              "'ns:/proc/PID/ns/net') or a name under /var/run/netns")
-    if not os.path.exists(path):
-        raise ConfigError("network", network, "does not exist")
-    import fcntl
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError("network", network, f"cannot be opened: {exc.strerror}") from None
-    try:
-        kind = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE
-    except OSError:
-        kind = -1
-    finally:
-        os.close(fd)
-    if kind != 0x40000000:  # CLONE_NEWNET
-        raise ConfigError("network", network, "is not a network namespace file")
-
-
-def _reconcile_network(network: Any, names: FrozenSet[str]) -> Tuple[Any, FrozenSet[str]]:
-    """(network, namespaces) made consistent: the network decides about "net"."""
-    if isinstance(network, Bridge):
-        return network, names | {"net"}
-    if network == "none":
-        # Before Isolation.network, leaving "net" out of namespaces meant the host's network.
-        return ("none", names) if "net" in names else ("host", names)
-    if network == "host":
-        return "host", names - {"net"}
-    if joined_netns_path(network) is not None:
-        _check_netns_file(network)
-        if "user" in names:
-            raise ConfigError("network", network, "cannot be joined from a new user namespace "
-                                                  "(setns needs CAP_SYS_ADMIN over the namespace's owner)")
-        return network, names - {"net"}
-    raise ConfigError("network", network, "must be 'none', 'host', a Bridge, 'netns:PATH' or 'ns:PATH'")
-
-
 @dataclass(frozen=True)
 class Isolation:
     """How the task is isolated from the host. The defaults are a hardened container.
@@ -438,6 +334,9 @@ class Isolation:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
+        if self._all_default():
+            put(self, "rlimits", {})  # what normalising gives: not the caller's dict
+            return
         if self.seccomp is not None and self.seccomp != "default":
             if not isinstance(self.seccomp, (str, os.PathLike)) or not os.path.isabs(os.fspath(self.seccomp)):
                 raise ConfigError("seccomp", self.seccomp, "must be 'default', None or the absolute path of a profile")
@@ -458,7 +357,7 @@ class Isolation:
         for name in sorted(names):
             if name not in NAMESPACES:
                 raise ConfigError("namespaces", name, f"is not a namespace (one of {', '.join(sorted(NAMESPACES))})")
-        network, names = _reconcile_network(self.network, names)
+        network, names = reconcile_network(self.network, names)
         put(self, "network", network)
         put(self, "namespaces", names)
         if self.rootfs is not None:
@@ -480,11 +379,14 @@ class Isolation:
         if mounts and "mnt" not in names:
             raise ConfigError("mounts", [m.target for m in mounts], "need the 'mnt' namespace")
         put(self, "mounts", mounts)
-        for field_name in ("masked_paths", "readonly_paths"):
-            paths = tuple(getattr(self, field_name))
-            for path in paths:
-                check_container_path(field_name, path)
-            put(self, field_name, paths)
+        for field_name, default in (("masked_paths", DEFAULT_MASKED_PATHS),
+                                    ("readonly_paths", DEFAULT_READONLY_PATHS)):
+            paths = getattr(self, field_name)
+            if paths is not default:  # the default tuples were checked once, at import
+                paths = tuple(paths)
+                for path in paths:
+                    check_container_path(field_name, path)
+                put(self, field_name, paths)
         if self.capabilities is not None:
             from .caps import parse_capabilities  # needs the compiled shim (libcap names)
             if isinstance(self.capabilities, str):
@@ -503,6 +405,21 @@ class Isolation:
                 put(self, field_name, value)
 
 
+    def _all_default(self) -> bool:
+        """Every field at its default (of the default's type): nothing to check
+        or normalise, the default is a valid, normalised Isolation (a test
+        compares it with the full validation). Most tasks take it, and
+        checking it took most of an ExecCommand's construction."""
+        return (self.namespaces is DEFAULT_NAMESPACES and self.rootfs is None and self.readonly_rootfs is True
+                and self.hostname is None and type(self.mounts) is tuple and not self.mounts
+                and self.masked_paths is DEFAULT_MASKED_PATHS and self.readonly_paths is DEFAULT_READONLY_PATHS
+                and self.capabilities is None and self.no_new_privs is True
+                and type(self.rlimits) is dict and not self.rlimits and self.uid_map is None
+                and self.gid_map is None and type(self.seccomp) is str and self.seccomp == "default"
+                and type(self.devices) is tuple and not self.devices
+                and type(self.network) is str and self.network == "none")
+
+
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
 
 
@@ -512,6 +429,7 @@ def _check_hostname(field_name: str, value: Any) -> str:
     return value
 
 
+_TASK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
 
@@ -590,7 +508,7 @@ class ExecCommand:
             raise ConfigError("task_dir", task_dir, "exists and is not a directory")
         put(self, "task_dir", os.path.normpath(task_dir))
         name = self.name if self.name is not None else os.path.basename(self.task_dir) or "task"
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name):
+        if not isinstance(name, str) or not _TASK_NAME_RE.match(name):
             raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
         put(self, "name", name)
         env = dict(self.env) if self.env is not None else default_env()

@@ -233,3 +233,34 @@ def test_default_idmap_reads_the_owners_range(tmp_path):
     assert default_idmap(str(subuid)) == ((0, 400000, 5000),)
     assert default_idmap(str(tmp_path / "missing")) == ((0, 100000, 65536),)
     assert host_id(((0, 400000, 5000),), 0) == 400000 and host_id(((0, 400000, 5000),), 5000) is None
+
+
+@pytest.mark.parametrize("path", ["/a/..", "/..", "//..", "/a//../b", "/a/./../", "/a/...", "/a/..b", "/b../c",
+                                  "/.../..", "/a/./b", "/a/.", "/"])
+def test_dot_dot_check_agrees_with_pathlib(path):
+    """check_container_path splits on "/" instead of building a Path: the
+    same paths must be refused as by pathlib's parts."""
+    from pathlib import PurePosixPath
+
+    from pyexec.config import check_container_path
+    if ".." in PurePosixPath(path).parts:
+        with pytest.raises(ConfigError, match="must not contain '..'"):
+            check_container_path("cwd", path)
+    else:
+        assert check_container_path("cwd", path) == path
+
+
+def test_the_default_isolation_is_what_full_validation_makes():
+    """Isolation() skips its checks when every field is at its default; the
+    result must equal a validation of the same values (forced here by
+    passing them as a list / a new dict, which takes the full path)."""
+    import dataclasses
+    from pyexec.config import DEFAULT_MASKED_PATHS
+    fast = Isolation()
+    full = Isolation(masked_paths=list(DEFAULT_MASKED_PATHS))
+    assert not full._all_default() and fast._all_default()
+    assert dataclasses.asdict(fast) == dataclasses.asdict(full)
+    assert {f.name: type(getattr(fast, f.name)) for f in dataclasses.fields(Isolation)} == \
+        {f.name: type(getattr(full, f.name)) for f in dataclasses.fields(Isolation)}
+    mine = {}
+    assert Isolation(rlimits=mine).rlimits is not mine  # normalised into a dict of its own, as before

@@ -9,7 +9,8 @@ This module owns:
 * the small file helpers every controller module uses (read an int, parse a
   flat-keyed file like ``memory.stat``, write a limit and turn the kernel's
   refusal into a ``ConfigError``, require that a control file exists);
-* mount discovery from ``/proc/self/mountinfo``.
+* ``cgroup_mounts`` (re-exported from mounts.py, which owns reading
+  ``/proc/self/mountinfo``).
 
 Nothing here knows controller file names except through its callers.
 """
@@ -23,11 +24,12 @@ import os
 import re
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
+from .mounts import MountEntry, cgroup_mounts
 
 if TYPE_CHECKING:
     from .devices import DeviceRule
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
     "read_text", "write_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
-    "write_value", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
+    "write_value", "write_values", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,12 +137,28 @@ def write_value(path: str, text: Union[str, int], field_name: str, value: object
     ``ConfigError`` naming the field, the file and the kernel's reason; any
     other OSError (permissions, a vanished cgroup) propagates unchanged.
     """
-    data = str(text)
-    log.debug("write %r > %s", data, path)
+    write_values(path, [(text, field_name, value)])
+
+
+def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]) -> None:
+    """``write_value`` of each (text, field_name, value) in turn through one open fd:
+    each write(2) is a request of its own (devices.allow takes one rule per write)."""
+    if not items:
+        return
+    text, field_name, value = items[0]  # the write being made, for the error
+    debug = log.isEnabledFor(logging.DEBUG)  # asked once, not per item
     try:
-        write_text(path, data)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for text, field_name, value in items:
+                if debug:
+                    log.debug("write %r > %s", str(text), path)
+                os.write(fd, str(text).encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         if e.errno in _VALUE_ERRNOS:
+            data = str(text)
             raise ConfigError(field_name, value,
                               f"was rejected by the kernel: writing {data!r} to {path}: "
                               f"{os.strerror(e.errno)}") from e
@@ -164,36 +182,6 @@ def set_fields(resources: Resources) -> List[Tuple[str, object]]:
     """(field, value) of every limit set in ``resources``, in declaration order."""
     return [(name, getattr(resources, name)) for name in FIELD_CONTROLLER
             if getattr(resources, name) is not None]
-
-
-# --------------------------------------------------------------------------- mounts
-
-class MountEntry(NamedTuple):
-    """One cgroup file system mount from /proc/self/mountinfo."""
-
-    fstype: str            # "cgroup" (v1) or "cgroup2"
-    mountpoint: str
-    root: str              # the cgroup the mount shows at its top ("/" normally)
-    options: Tuple[str, ...]  # super options, e.g. ("rw", "memory")
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> List[MountEntry]:
-    """Every cgroup and cgroup2 mount visible to this process, in mount order."""
-    out: List[MountEntry] = []
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            rfields = right.split()
-            if len(fields) < 5 or len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
-                continue
-            out.append(MountEntry(rfields[0], _unescape(fields[4]), _unescape(fields[3]),
-                                  tuple(rfields[2].split(","))))
-    return out
 
 
 # --------------------------------------------------------------------------- processes
@@ -366,7 +354,8 @@ class CgroupManager(abc.ABC):
     def _make_dirs(self, created: List[str]) -> None:
         """mkdir the task cgroup(s) and missing parents, appending each made
         directory to ``created``; retried by ``create`` when a sibling's
-        destroy() removes a shared parent meanwhile (FileNotFoundError)."""
+        destroy() removes a shared parent meanwhile (FileNotFoundError). An
+        existing task cgroup is a FileExistsError (create removes it, calls again)."""
 
     @abc.abstractmethod
     def _check_files(self, res: Resources) -> None:
@@ -409,15 +398,21 @@ class CgroupManager(abc.ABC):
         self._check_controllers(self.resources)
         created: List[str] = []
         try:
-            if self.exists():
+            try:
+                self._make_dirs(created)
+            except FileExistsError:
+                # Found by the leaf's mkdir, not looked for (a stat per hierarchy) first.
+                undo_created(created)
+                created.clear()
                 log.warning("cgroup %s/%s exists (stale from a crashed run?); killing its processes "
                             "and removing it", self.parent, self.name)
                 self._remove_own_dirs()
-            self._make_dirs(created)
+                self._make_dirs(created)
             self._check_files(self.resources)
             self._apply(self.resources)
             self._after_create()
-            self._oom_baseline = self._oom_kill_count() or 0
+            # Made just now, never with a process in it: its OOM-kill count is 0.
+            self._oom_baseline = 0
             self._started()
         except BaseException:
             undo_created(created)
@@ -542,13 +537,30 @@ class CgroupManager(abc.ABC):
             remove_tree(directory)
 
     def destroy(self, keep_parents: bool = False) -> None:
-        """kill_all, then remove the cgroup(s) and, unless ``keep_parents``,
-        the parents that became empty. Idempotent. Executors keep the parents:
-        re-creating them for every task is most of a launch's cgroup work."""
-        if self.exists():
+        """Remove the cgroup(s) -- when processes are left in them, after
+        kill_all -- and, unless ``keep_parents``, the parents that became
+        empty. Idempotent. Executors keep the parents: re-creating them for
+        every task is most of a launch's cgroup work."""
+        if not self._remove_empty_dirs() and self.exists():
             self._remove_own_dirs()
         if not keep_parents:
             self._remove_parents()
+
+    def _remove_empty_dirs(self) -> bool:
+        """rmdir each cgroup directory as it is, which is all a task that left
+        no process or sub-cgroup needs (the kernel refuses to remove one that
+        holds either); False at the first one in use: the caller kills and removes."""
+        for directory in self._dirs():
+            try:
+                os.rmdir(directory)
+                log.debug("removed cgroup %s", directory)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+                    return False
+                raise
+        return True
 
     @abc.abstractmethod
     def _remove_parents(self) -> None:

@@ -66,10 +66,11 @@ def _seconds(value: Optional[int], per_second: int) -> Optional[float]:
 
 def stat_cpu_v1(cpu_path: Optional[str], cpuacct_path: Optional[str]) -> CpuUsage:
     """CPU usage from the v1 cpu and cpuacct cgroups (either may be None);
-    ``percent`` is left to the manager, which knows the previous sample."""
+    ``percent`` is left to the manager, which knows the previous sample.
+    A missing directory reads as all None (no stat of it first)."""
     total = user = system = None
     throttled_periods = throttled_ns = None
-    if cpuacct_path is not None and os.path.isdir(cpuacct_path):
+    if cpuacct_path is not None:
         total = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage")), 1_000_000_000)
         user = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage_user")), 1_000_000_000)
         system = _seconds(read_int(os.path.join(cpuacct_path, "cpuacct.usage_sys")), 1_000_000_000)
@@ -77,7 +78,7 @@ def stat_cpu_v1(cpu_path: Optional[str], cpuacct_path: Optional[str]) -> CpuUsag
             ticks = read_keyed(os.path.join(cpuacct_path, "cpuacct.stat")) or {}
             hz = os.sysconf("SC_CLK_TCK")
             user, system = _seconds(ticks.get("user"), hz), _seconds(ticks.get("system"), hz)
-    if cpu_path is not None and os.path.isdir(cpu_path):
+    if cpu_path is not None:
         stat = read_keyed(os.path.join(cpu_path, "cpu.stat")) or {}
         throttled_periods = stat.get("nr_throttled")
         throttled_ns = stat.get("throttled_time")

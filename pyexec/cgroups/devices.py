@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import platform
@@ -23,7 +24,7 @@ import struct
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import write_value
+from .base import write_value, write_values
 
 __all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2",
            "device_program"]
@@ -70,11 +71,14 @@ def device_rule(path: str, permissions: str) -> DeviceRule:
     return DeviceRule(kind, os.major(st.st_rdev), os.minor(st.st_rdev), permissions)
 
 
+_text = functools.lru_cache(maxsize=256)(DeviceRule.text)  # the same few rules at every launch
+
+
 def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
     """Deny everything, then allow ``rules`` (cgroup v1 devices.deny / devices.allow)."""
     write_value(os.path.join(path, "devices.deny"), "a", "devices", "deny all")
-    for rule in rules:
-        write_value(os.path.join(path, "devices.allow"), rule.text(), "devices", rule.text())
+    texts = [_text(rule) for rule in rules]
+    write_values(os.path.join(path, "devices.allow"), [(text, "devices", text) for text in texts])
 
 
 _warned: List[bool] = []

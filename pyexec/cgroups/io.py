@@ -79,19 +79,18 @@ def enable_io_accounting_v1(path: str, sys_block: str = "/sys/block") -> None:
     count: write a read_bps rule for each disk into the blkio cgroup ``path``
     and remove it at once ("MAJ:MIN 0"). Done once per disk name per process;
     disks that refuse (no queue, not a whole disk) are skipped."""
-    rule = os.path.join(path, "blkio.throttle.read_bps_device")
-    if not os.path.exists(rule):
-        return
     with _accounting_lock:
         try:
             disks = os.listdir(sys_block)
         except FileNotFoundError:
             return
         # Known disks are skipped by name: a launch lists /sys/block and reads
-        # nothing more unless a disk appeared since.
-        for disk in disks:
-            if disk in _accounted_disks:
-                continue
+        # nothing more (nor looks for the rule file) unless a disk appeared since.
+        new = [disk for disk in disks if disk not in _accounted_disks]
+        rule = os.path.join(path, "blkio.throttle.read_bps_device")
+        if not new or not os.path.exists(rule):
+            return
+        for disk in new:
             try:
                 dev = read_text(os.path.join(sys_block, disk, "dev"))
             except OSError:
@@ -108,6 +107,8 @@ def parse_service_bytes_v1(text: str) -> IoUsage:
     """Sum the Read and Write lines of every device (the "Total" line is skipped)."""
     read = write = 0
     for line in text.splitlines():
+        if "Read" not in line and "Write" not in line:
+            continue  # most lines (Sync, Async, Discard, Total of every disk): not split for nothing
         parts = line.split()
         if len(parts) == 3 and parts[1] in ("Read", "Write") and parts[2].isdigit():
             if parts[1] == "Read":

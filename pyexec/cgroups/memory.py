@@ -88,8 +88,9 @@ def oom_kills_v1(path: str) -> Optional[int]:
 
 
 def stat_memory_v1(path: Optional[str]) -> MemoryUsage:
-    """Memory usage of a v1 memory cgroup (all None without one)."""
-    if path is None or not os.path.isdir(path):
+    """Memory usage of a v1 memory cgroup (all None without one: every read
+    of a missing file is None, so the directory is not looked for first)."""
+    if path is None:
         return MemoryUsage()
     stat = read_keyed(os.path.join(path, "memory.stat")) or {}
     limit = read_int(os.path.join(path, "memory.limit_in_bytes"))

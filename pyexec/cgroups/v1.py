@@ -18,22 +18,24 @@ cpu.py, pids.py, cpuset.py and io.py.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .base import (
     freeze_kill_thaw, retry_vanished_parent,
-    CgroupManager, cgroup_mounts, write_text, fields_needing, kill_pids, tree_pids, read_text,
+    CgroupManager, write_text, fields_needing, kill_pids, tree_pids, read_text,
     remove_empty_parents,
 )
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
 from .devices import set_devices_v1, set_devices_v2
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
 from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
+from .mounts import cgroup_mounts_cached
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
 from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
 
@@ -50,20 +52,50 @@ _V1_NAMES = {"io": "blkio"}
 
 
 
+# What is derived from the cached mount entries, recomputed when they change:
+# (entries, v1_mounts of them, {cpuset wanted: a default V1Manager's mounts}).
+_derived: Tuple[object, Dict[str, str], Dict[bool, Dict[str, str]]] = ((), {}, {})
+
+
+def _derive() -> Tuple[object, Dict[str, str], Dict[bool, Dict[str, str]]]:
+    global _derived
+    entries = cgroup_mounts_cached()
+    if _derived[0] is not entries:
+        found: Dict[str, str] = {}
+        for entry in entries:
+            if entry.fstype == "cgroup2":
+                found.setdefault("unified", entry.mountpoint)
+                continue
+            for opt in entry.options:
+                if opt in V1_CONTROLLERS and opt not in found:
+                    found[opt] = entry.mountpoint
+        _derived = (entries, found, {})
+    return _derived
+
+
 def v1_mounts() -> Dict[str, str]:
     """Controller -> mount point of every v1 hierarchy in V1_CONTROLLERS (first
     mount wins), plus "unified" -> the cgroup2 mount of a hybrid host."""
-    out: Dict[str, str] = {}
-    for entry in cgroup_mounts():
-        if entry.fstype == "cgroup2":
-            out.setdefault("unified", entry.mountpoint)
-            continue
-        for opt in entry.options:
-            if opt in V1_CONTROLLERS and opt not in out:
-                out[opt] = entry.mountpoint
-    return out
+    return dict(_derive()[1])
 
 
+def _normalised(found: Mapping[str, str]) -> Dict[str, str]:
+    return {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",) if c in found}
+
+
+def _default_mounts(resources: Resources) -> Dict[str, str]:
+    """The hierarchies (normalised mount points) a task with ``resources``
+    joins by default; they depend on the resources only by whether cpuset is
+    asked for, so both answers are kept per mount table."""
+    _entries, found, by_cpuset = _derive()
+    cpuset = resources.cpuset_cpus is not None or resources.cpuset_mems is not None
+    if cpuset not in by_cpuset:
+        joined = joined_by_default(resources, found)
+        by_cpuset[cpuset] = _normalised({c: m for c, m in found.items() if c in joined})
+    return dict(by_cpuset[cpuset])
+
+
+@functools.lru_cache(maxsize=None)
 def _kernel_at_least(major: int, minor: int) -> bool:
     try:
         numbers = os.uname().release.split("-")[0].split(".")
@@ -96,14 +128,17 @@ class V1Manager(CgroupManager):
     def __init__(self, name: str, resources: Resources, parent: str = "pyexec",
                  mounts: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(name, resources, parent)
-        found = v1_mounts() if mounts is None else dict(mounts)
-        if mounts is None:
-            found = {c: m for c, m in found.items() if c in joined_by_default(resources, found)}
-        self._mounts: Dict[str, str] = {c: os.path.normpath(found[c]) for c in V1_CONTROLLERS + ("unified",)
-                                        if c in found}
+        self._mounts = _default_mounts(resources) if mounts is None else _normalised(mounts)
         if not set(self._mounts) - {"unified"}:
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
+        self._dir_list = sorted(set(self._paths.values()))
+        self._by_mount: Dict[str, List[str]] = {}  # mount -> its controllers (co-mounted ones share it)
+        for ctl, mount in self._mounts.items():
+            self._by_mount.setdefault(mount, []).append(ctl)
+
+    def _dirs(self) -> List[str]:
+        return list(self._dir_list)
 
     @property
     def paths(self) -> Dict[str, str]:
@@ -139,13 +174,23 @@ class V1Manager(CgroupManager):
 
     # -- lifecycle -----------------------------------------------------------------
     def _unique_mounts(self) -> Dict[str, List[str]]:
-        by_mount: Dict[str, List[str]] = {}
-        for ctl, mount in self._mounts.items():
-            by_mount.setdefault(mount, []).append(ctl)
-        return by_mount
+        return self._by_mount
 
     def _make_dirs(self, created: List[str]) -> None:
+        """The leaf is tried first: the parents normally exist (executors keep
+        them), and a mkdir of each would fail for nothing. In cpuset every
+        level is walked, each one must have been initialised."""
         for mount, ctls in self._unique_mounts().items():
+            if "cpuset" not in ctls:
+                leaf = self._paths[ctls[0]]
+                try:
+                    os.mkdir(leaf, 0o755)
+                except FileNotFoundError:
+                    pass  # a parent is missing: level by level
+                else:
+                    created.append(leaf)
+                    log.debug("created cgroup %s", leaf)
+                    continue
             retry_vanished_parent(lambda: self._make_dirs_in(mount, "cpuset" in ctls, created))
 
     def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:

@@ -29,7 +29,7 @@ from ..cgroups.devices import DeviceRule
 from ..config import ExecCommand, Resources, rlimit_number
 from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from ..process import ExecResult, ExitResult, TaskProcess
-from ..handles import AdoptedProcess, make_handle, open_identified
+from ..handles import EXIT_FILE, AdoptedProcess, make_handle, open_identified
 from ..logmon import RotatingLog
 from ..shim import Child, MonitorPlan, SpawnPlan, abort, finish, spawn
 from ..stats.pidtree import PidCollector
@@ -37,7 +37,8 @@ from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
 from .exec import DEFAULT_OUTPUT_LIMIT, ExecProcess, exec_record, run_exec, start_streaming
 
-__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan"]
+__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan",
+           "write_atomically", "remove_state_dir", "task_json_template"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,56 @@ def spawn_into_cgroup(plan: SpawnPlan, cgroup: Optional[CgroupManager]) -> Child
     return child
 
 
+def task_json_template(task_id: str, kind: str, cgroup_parent: str,
+                       exec_record: Mapping[str, Any]) -> Tuple[str, str, str]:
+    """task.json -- json.dumps({"task_id", "kind", "pid", "started_at",
+    "cgroup_parent", "exec"}) -- as the text before the pid, between pid and
+    started_at, and after: serialised before the clone, so that writing the
+    file after it is a format of two numbers (json writes an int or a finite
+    float as its repr). After the clone every page of this process that a
+    write touches first costs a copy-on-write fault, and serialising the exec
+    record touches many (reference counts are writes)."""
+    dumps = json.dumps
+    return (f'{{"task_id": {dumps(task_id)}, "kind": {dumps(kind)}, "pid": ', ', "started_at": ',
+            f', "cgroup_parent": {dumps(cgroup_parent)}, "exec": {dumps(exec_record)}}}')
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """``data`` as the file ``path``, written to ``path.tmp`` and renamed: a
+    reader sees no file or all of it. Plain os calls: a text file object and
+    json.dump's pure-Python chunked encoder cost more than the writing."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def remove_state_dir(path: str) -> None:
+    """``shutil.rmtree(path, ignore_errors=True)``, the short way for what a
+    state directory holds once its task ended (task.json, exit.json):
+    unlink those and rmdir, without listing it. Anything else in it (the
+    .tmp of a writer that died, a directory) fails the rmdir, and rmtree
+    removes what is left."""
+    try:
+        for name in (STATE_FILE, EXIT_FILE):
+            try:
+                os.unlink(os.path.join(path, name))  # never follows a symlink
+            except FileNotFoundError:
+                pass
+        os.rmdir(path)
+        return
+    except FileNotFoundError:
+        return  # gone already
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
 class LinuxExecutor(Executor):
     """A task spawned by the C shim, optionally in its own cgroup."""
 
@@ -102,6 +153,7 @@ class LinuxExecutor(Executor):
         self._state_dir: Optional[str] = None
         self._made_task_dir: Optional[str] = None
         self._exec_record: Optional[Dict[str, Any]] = None  # the task's identity for exec (task.json)
+        self._task_json = ("", "", "")  # task.json around pid and started_at, made before the clone
 
     # -- for subclasses ----------------------------------------------------
     @abc.abstractmethod
@@ -132,6 +184,7 @@ class LinuxExecutor(Executor):
         self._exec_record = exec_record(self.kind, cmd, plan)
         use_cgroup = self._use_cgroup(cmd)
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
+        self._task_json = task_json_template(self.task_id, self.kind, self.cgroup_parent, self._exec_record)
         stdio: Optional[StdioFiles] = None
         child: Optional[Child] = None
         fds: List[int] = []  # ours to close once the child has its copies
@@ -169,7 +222,7 @@ class LinuxExecutor(Executor):
                 os.close(fd)
         self._init_used = plan.use_init
         if self._cgroup is None:
-            # The init is a copy of the caller: its rss would count the caller's pages.
+            # The init (the monitor once launched) is pyexec's process, not the task's.
             self._collector = PidCollector(child.pid, cache_seconds=1.0, include_root=not plan.use_init)
         log.debug("task %s launched as pid %d", self.task_id, child.pid)
         return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
@@ -272,12 +325,9 @@ class LinuxExecutor(Executor):
 
     def _write_state(self, pid: int, started_at: float) -> None:
         assert self._state_dir is not None and self.task_id is not None
-        record = {"task_id": self.task_id, "kind": self.kind, "pid": pid, "started_at": started_at,
-                  "cgroup_parent": self.cgroup_parent, "exec": self._exec_record}
-        path = os.path.join(self._state_dir, STATE_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f)
-        os.rename(path + ".tmp", path)
+        before_pid, between, after = self._task_json
+        text = f"{before_pid}{pid!r}{between}{started_at!r}{after}"
+        write_atomically(os.path.join(self._state_dir, STATE_FILE), text.encode())
 
     def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
         """Remove what crashed callers left behind under this executor's
@@ -420,7 +470,7 @@ class LinuxExecutor(Executor):
         if cgroup is not None:
             cgroup.destroy(keep_parents=True)  # kills whatever is left first
         if self._state_dir is not None:
-            shutil.rmtree(self._state_dir, ignore_errors=True)
+            remove_state_dir(self._state_dir)
             self._state_dir = None
         if self._made_task_dir is not None and self._proc is None:
             shutil.rmtree(self._made_task_dir, ignore_errors=True)
