@@ -21,7 +21,7 @@ _EXPORTS = {
     "ProcessState": "pyexec.process",
     "ExitResult": "pyexec.process",
     "ExecResult": "pyexec.process",
-    "ExecProcess": "pyexec.executor.exec",
+    "ExecProcess": "pyexec.executor.exec_streaming",
     "ResourceUsage": "pyexec.stats",
     "new_executor": "pyexec.executor",
     "reattach": "pyexec.handles",

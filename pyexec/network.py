@@ -44,6 +44,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
+from . import _shim
 from .config import Bridge, joined_netns_path
 from .errors import ConfigError, LaunchError
 
@@ -60,8 +61,8 @@ BRIDGE_FILE = "bridge.json"
 NEXT_FILE = "next"           # where the next search for a free address starts
 TASK_IFNAME = "eth0"
 
-CLONE_NEWNET = 0x40000000
-NS_GET_NSTYPE = 0xB703       # _IO(0xb7, 0x3)
+CLONE_NEWNET = _shim.lib.CLONE_NEWNET
+NS_GET_NSTYPE = _shim.lib.NS_GET_NSTYPE
 _VETH_RE = re.compile(r"^px[0-9a-f]{12}$")
 
 

@@ -23,7 +23,7 @@ from ..process import ExecResult, ExitResult, ProcessState, TaskHandle
 from ..stats.usage import ResourceUsage
 
 if TYPE_CHECKING:
-    from .exec import ExecProcess
+    from .exec_streaming import ExecProcess
 
 __all__ = ["Executor", "StdioFiles", "check_host_isolation", "user_environment", "prepare_task_dir"]
 

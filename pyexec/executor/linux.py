@@ -35,7 +35,8 @@ from ..shim import Child, MonitorPlan, SpawnPlan, abort, finish, spawn
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from .base import Executor, StdioFiles, prepare_task_dir
-from .exec import DEFAULT_OUTPUT_LIMIT, ExecProcess, exec_record, run_exec, start_streaming
+from .exec import DEFAULT_OUTPUT_LIMIT, exec_record, run_exec
+from .exec_streaming import ExecProcess, start_streaming
 
 __all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan",
            "write_atomically", "remove_state_dir", "task_json_template"]
