@@ -294,33 +294,27 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
         saved_errno = errno;
         goto fail;
     }
-    /* Joining a task: setns() of a time namespace refuses a process whose
-     * memory is shared, and a new one would change the vdso under us. */
-    /* Only below an init: a child that is itself the task would write its
-     * oom_score_adj (the kernel then sets it for every process sharing the
-     * memory, the caller too) and change uid without anyone to put the
-     * memory's dumpable flag back. */
+    /* Shared memory only below an init: a child that is itself the task
+     * would write its oom_score_adj (the kernel then sets it for every
+     * process sharing the memory, the caller too) and change uid without
+     * anyone to put the memory's dumpable flag back. Never when joining a
+     * task: setns() into a time namespace refuses a process whose memory is
+     * shared, and a new time namespace would change the vdso under us. */
     int shared = PX_CAN_SHARE_MEMORY && cfg->share_memory && cfg->use_init && cfg->join_pidfd < 0 &&
                  !(cfg->clone_flags & CLONE_NEWTIME);
-    if (shared && !(l = map_stack(out))) {
-        saved_errno = errno;
-        goto fail;
-    }
-    if (!shared)
-        memset(l, 0, sizeof *l);
-    l->cfg = cfg;
-    l->sync_fd = sync_p[0];
-    l->status_fd = status_p[1];
-    l->close_fds[0] = err_p[0];
-    l->close_fds[1] = sync_p[1];
-    l->close_fds[2] = status_p[0];
-    l->shared_memory = shared;
-    l->caller_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    memset(&copied, 0, sizeof copied);
+    copied.cfg = cfg;
+    copied.sync_fd = sync_p[0];
+    copied.status_fd = status_p[1];
+    copied.close_fds[0] = err_p[0];
+    copied.close_fds[1] = sync_p[1];
+    copied.close_fds[2] = status_p[0];
+    copied.caller_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 
     struct clone_args args;
     memset(&args, 0, sizeof args);
     uint64_t ns_flags = cfg->join_pidfd >= 0 ? cfg->clone_flags & ~PX_NS_FLAGS : cfg->clone_flags;
-    args.flags = ns_flags | CLONE_PIDFD | (shared ? CLONE_VM : 0);
+    args.flags = ns_flags | CLONE_PIDFD;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
     if (cfg->cgroup_fd >= 0) {
@@ -330,18 +324,29 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     px_child_prepare(err_p[1]);
     sigset_t saved_mask;
     block_signals(&saved_mask);
-    long pid;
+    long pid = -ENOSYS;
 #if PX_CAN_SHARE_MEMORY
-    if (shared) {
+    if (shared && (l = map_stack(out)) != NULL) {
+        char *task_stack = l->task_stack;
+        *l = copied;
+        l->shared_memory = 1;
+        l->task_stack = task_stack;
+        args.flags |= CLONE_VM;
         args.stack = (uint64_t)(uintptr_t)((char *)out->stack + GUARD_SIZE + TASK_STACK_SIZE + GUARD_SIZE);
         /* Top 16-byte aligned below the px_launch record. */
         args.stack_size = (((uint64_t)(uintptr_t)l) & ~15ULL) - args.stack;
         pid = clone3_on_stack(&args, px_child_start, l);
-    } else
+    }
 #endif
-    {
+    if (pid == -ENOSYS || pid == -EPERM) {
+        /* Not shared (or clone3 filtered: Docker's default seccomp profile
+         * answers ENOSYS to it, and so does a kernel before 5.3): a copy. */
+        unmap_stack(out);
+        l = &copied;
+        args.flags &= ~(uint64_t)CLONE_VM;
+        args.stack = args.stack_size = 0;
         pid = px_sys3(SYS_clone3, &args, sizeof args, 0);
-        if (pid == -ENOSYS && cfg->cgroup_fd < 0) /* before 5.3 */
+        if (pid == -ENOSYS && cfg->cgroup_fd < 0)
             pid = px_sys4(SYS_clone, (long)(ns_flags | CLONE_PIDFD | SIGCHLD), 0, (long)&pidfd, 0);
         if (pid == 0) {
             restore_signals(&saved_mask);

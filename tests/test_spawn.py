@@ -125,3 +125,42 @@ def test_joining_a_task_copies_even_when_sharing_is_on(task_dir):
         assert result.output.decode().split() == ["hi", os.readlink(f"/proc/{ex.pid}/ns/pid")]
     finally:
         ex.shutdown(grace=0)
+
+
+_CLONE3_FILTERED = r"""
+import ctypes, sys
+from pyexec import ExecCommand, LaunchError, _shim, new_executor
+from pyexec.seccomp import compile_profile, syscall_number
+lib = _shim.lib
+program = compile_profile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]})  # ENOSYS, as Docker's profile
+buffer = ctypes.create_string_buffer(program, len(program))
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(program) // 8, ctypes.addressof(buffer))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(lib.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+assert libc.syscall(syscall_number("seccomp"), lib.SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(fprog)) == 0
+assert libc.syscall(syscall_number("clone3"), None, 0) == -1 and ctypes.get_errno() == 38
+task_dir, out = sys.argv[1], sys.argv[2]
+ex = new_executor("container")
+ex.launch(ExecCommand(argv=["/bin/sh", "-c", "echo inside $$"], task_dir=task_dir, stdout_path=out))
+print("exit", ex.wait(timeout=20).exit_code)
+try:
+    new_executor("container").launch(ExecCommand(argv=["/missing"], task_dir=task_dir))
+except LaunchError as exc:
+    print("failed", exc.step)
+"""
+
+
+def test_a_caller_whose_clone3_is_filtered_launches_through_clone(task_dir, tmp_path):
+    # Inside a container with Docker's default seccomp profile clone3 answers
+    # ENOSYS: the shim falls back to a copy made by clone.
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _CLONE3_FILTERED, str(task_dir), str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["exit 0", "failed exec"], proc.stdout + proc.stderr
+    assert out.read_text() == "inside 2\n"
