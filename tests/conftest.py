@@ -29,9 +29,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import psutil
 import pytest
@@ -434,3 +435,68 @@ def subreaper():
                     os.waitpid(child.pid, 0)
             except (psutil.Error, ChildProcessError):
                 pass
+
+
+# -- cgroup tests: a unique parent cgroup, child processes ---------------------------
+
+def cgroup_leftovers(parent: str) -> List[str]:
+    """Directories named ``parent`` in any cgroup hierarchy."""
+    found = []
+    from pyexec.cgroups.base import cgroup_mounts
+    for mount in {m.mountpoint for m in cgroup_mounts()}:
+        path = os.path.join(mount, parent)
+        if os.path.exists(path):
+            found.append(path)
+    return found
+
+
+def _force_remove(path: str) -> None:
+    for dirpath, _dirs, _files in os.walk(path):
+        try:
+            for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        except FileNotFoundError:
+            pass
+    for freezer in (os.path.join(d, "freezer.state") for d, _s, _f in os.walk(path)):
+        if os.path.exists(freezer):
+            open(freezer, "w").write("THAWED")
+    time.sleep(0.2)
+    for dirpath in sorted((d for d, _s, _f in os.walk(path)), key=len, reverse=True):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def cg() -> Iterator[str]:
+    """A unique parent cgroup name; asserts that nothing of it remains afterwards."""
+    parent = f"pyexec-test-{uuid.uuid4().hex[:10]}"
+    yield parent
+    own = open("/proc/self/cgroup").read()
+    left = cgroup_leftovers(parent)
+    for path in left:
+        _force_remove(path)
+    assert parent not in own, f"the test process joined a task cgroup: {own}"
+    assert not left, f"cgroup directories left behind: {left}"
+
+
+@pytest.fixture
+def procs() -> Iterator[List[subprocess.Popen]]:
+    """Child processes a test starts; killed and reaped afterwards whatever happens."""
+    started: List[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def sleeper(procs: List[subprocess.Popen]) -> subprocess.Popen:
+    p = subprocess.Popen(["sleep", "300"])
+    procs.append(p)
+    return p
+

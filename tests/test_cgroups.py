@@ -18,12 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
-from conftest import FORK_LOOP, wait_for
+from conftest import FORK_LOOP, cgroup_leftovers, sleeper, wait_for
 from pyexec.cgroups import V1Manager, V2Manager, detect_mode, new_manager
 from pyexec.cgroups.base import cgroup_mounts, parse_keyed
 from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
@@ -45,60 +44,6 @@ needs_v1 = pytest.mark.skipif("memory" not in v1_mounts(), reason="no cgroup v1 
 
 # --------------------------------------------------------------------------- fixtures
 
-def _leftovers(parent: str) -> List[str]:
-    found = []
-    for mount in {m.mountpoint for m in cgroup_mounts()}:
-        path = os.path.join(mount, parent)
-        if os.path.exists(path):
-            found.append(path)
-    return found
-
-
-def _force_remove(path: str) -> None:
-    for dirpath, _dirs, _files in os.walk(path):
-        try:
-            for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        except FileNotFoundError:
-            pass
-    for freezer in (os.path.join(d, "freezer.state") for d, _s, _f in os.walk(path)):
-        if os.path.exists(freezer):
-            open(freezer, "w").write("THAWED")
-    time.sleep(0.2)
-    for dirpath in sorted((d for d, _s, _f in os.walk(path)), key=len, reverse=True):
-        try:
-            os.rmdir(dirpath)
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def cg() -> Iterator[str]:
-    """A unique parent cgroup name; asserts that nothing of it remains afterwards."""
-    parent = f"pyexec-test-{uuid.uuid4().hex[:10]}"
-    yield parent
-    own = open("/proc/self/cgroup").read()
-    left = _leftovers(parent)
-    for path in left:
-        _force_remove(path)
-    assert parent not in own, f"the test process joined a task cgroup: {own}"
-    assert not left, f"cgroup directories left behind: {left}"
-
-
-@pytest.fixture
-def procs() -> Iterator[List[subprocess.Popen]]:
-    """Child processes a test starts; killed and reaped afterwards whatever happens."""
-    started: List[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
 def gated(procs: List[subprocess.Popen], code: str) -> subprocess.Popen:
     """A python child that waits for a line on stdin before running ``code``, so
     the test can move it into a cgroup first (charges and forks land there)."""
@@ -113,11 +58,6 @@ def release(p: subprocess.Popen) -> None:
     p.stdin.write(b"go\n")
     p.stdin.flush()
 
-
-def sleeper(procs: List[subprocess.Popen]) -> subprocess.Popen:
-    p = subprocess.Popen(["sleep", "300"])
-    procs.append(p)
-    return p
 
 
 def read(path: str) -> str:
@@ -236,7 +176,7 @@ def test_unmounted_controller_is_config_error_and_creates_nothing(cg: str) -> No
         m.create()
     assert err.value.field == "pids"
     assert "'pids' controller" in str(err.value) and "not mounted" in str(err.value)
-    assert not m.exists() and not _leftovers(cg)
+    assert not m.exists() and not cgroup_leftovers(cg)
 
 
 @needs_v1
@@ -257,7 +197,7 @@ def test_kernel_rejected_value_rolls_back_everything(cg: str) -> None:
         assert not m.exists()
     finally:
         os.rmdir(cpu_parent)
-    assert not _leftovers(cg)
+    assert not cgroup_leftovers(cg)
 
 
 @needs_v1
@@ -268,7 +208,7 @@ def test_a_cpuset_outside_the_parents_is_refused_before_writing(cg: str) -> None
     message = str(err.value)
     assert err.value.field == "cpuset_cpus" and "63; available: " in message, message
     assert "0,63" not in message.split("available: ")[1]
-    assert not _leftovers(cg)
+    assert not cgroup_leftovers(cg)
 
 
 # --------------------------------------------------------------------------- v1 processes

@@ -21,12 +21,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, sleeper
 from pyexec.cgroups import V1Manager
 from pyexec.cgroups.v1 import v1_mounts
 from pyexec.config import Resources
@@ -153,37 +152,10 @@ def test_mount_table_cache_after_changing_mount_namespace(tmp_path):
 
 # --------------------------------------------------------------------------- create and destroy
 
-@pytest.fixture
-def parent() -> Iterator[str]:
-    """A unique parent cgroup, removed afterwards (kept parents are the executors' way, not the tests')."""
-    name = f"pyexec-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    left = [os.path.join(mount, name) for mount in set(v1_mounts().values())
-            if os.path.exists(os.path.join(mount, name))]
-    assert not left, f"left behind: {left}"
-
-
-@pytest.fixture
-def sleepers() -> Iterator[List[subprocess.Popen]]:
-    started: List[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
-def sleeper(started: List[subprocess.Popen]) -> subprocess.Popen:
-    p = subprocess.Popen(["sleep", "300"])
-    started.append(p)
-    return p
-
-
-@needs_v1
-def test_destroy_kills_a_process_in_a_sub_cgroup(parent: str, sleepers: List[subprocess.Popen]) -> None:
-    m = V1Manager("sub", Resources(pids=10), parent=parent)
+def test_destroy_kills_a_process_in_a_sub_cgroup(cg: str, procs: List[subprocess.Popen]) -> None:
+    m = V1Manager("sub", Resources(pids=10), parent=cg)
     m.create()
-    p = sleeper(sleepers)
+    p = sleeper(procs)
     m.add_pid(p.pid)
     inner = os.path.join(m.paths["pids"], "inner")
     os.mkdir(inner)
@@ -195,12 +167,12 @@ def test_destroy_kills_a_process_in_a_sub_cgroup(parent: str, sleepers: List[sub
 
 
 @needs_v1
-def test_destroy_kills_a_process_that_left_some_hierarchies(parent: str, sleepers: List[subprocess.Popen]) -> None:
+def test_destroy_kills_a_process_that_left_some_hierarchies(cg: str, procs: List[subprocess.Popen]) -> None:
     """The directories of the hierarchies it left are removed first; the
     one it is still in holds it, so destroy kills it there."""
-    m = V1Manager("half", Resources(pids=10), parent=parent)
+    m = V1Manager("half", Resources(pids=10), parent=cg)
     m.create()
-    p = sleeper(sleepers)
+    p = sleeper(procs)
     m.add_pid(p.pid)
     last = m._dirs()[-1]
     for directory in m._dirs()[:-1]:
@@ -212,13 +184,13 @@ def test_destroy_kills_a_process_that_left_some_hierarchies(parent: str, sleeper
 
 
 @needs_v1
-def test_create_over_a_stale_cgroup_in_one_hierarchy(parent: str, sleepers: List[subprocess.Popen]) -> None:
+def test_create_over_a_stale_cgroup_in_one_hierarchy(cg: str, procs: List[subprocess.Popen]) -> None:
     """A crashed run left the task cgroup in one hierarchy only, with a process:
     create's mkdir there fails, and what it made elsewhere is not left behind."""
-    m = V1Manager("stale", Resources(pids=7), parent=parent)
+    m = V1Manager("stale", Resources(pids=7), parent=cg)
     stale = m._dirs()[-1]
     os.makedirs(stale)
-    p = sleeper(sleepers)
+    p = sleeper(procs)
     with open(os.path.join(stale, "cgroup.procs"), "w") as f:
         f.write(str(p.pid))
     m.create()

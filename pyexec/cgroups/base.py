@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optio
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .mounts import MountEntry, cgroup_mounts
+from .mounts import MountEntry, cgroup_mounts, read_all
 
 if TYPE_CHECKING:
     from .devices import DeviceRule
@@ -70,15 +70,9 @@ def read_text(path: str) -> str:
     read itself, and a launch reads and writes dozens of these files."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        return read_all(fd).decode().strip()
     finally:
         os.close(fd)
-    return b"".join(chunks).decode().strip()
 
 
 def write_text(path: str, data: str) -> None:
@@ -289,16 +283,24 @@ def remove_empty_parents(directory: str, stop: str) -> None:
     stop = os.path.normpath(stop)
     path = os.path.normpath(directory)
     while path != stop and path.startswith(stop + os.sep):
-        try:
-            os.rmdir(path)
-            log.debug("removed empty parent cgroup %s", path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
-                return
-            raise
+        if not rmdir_unused(path):
+            return
         path = os.path.dirname(path)
+
+
+def rmdir_unused(path: str) -> bool:
+    """rmdir the cgroup ``path``: True when it is gone (now or before), False
+    when the kernel says it is in use (processes or sub-cgroups)."""
+    try:
+        os.rmdir(path)
+        log.debug("removed cgroup %s", path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
 
 
 def check_names(name: str, parent: str) -> None:
@@ -551,15 +553,8 @@ class CgroupManager(abc.ABC):
         no process or sub-cgroup needs (the kernel refuses to remove one that
         holds either); False at the first one in use: the caller kills and removes."""
         for directory in self._dirs():
-            try:
-                os.rmdir(directory)
-                log.debug("removed cgroup %s", directory)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
-                    return False
-                raise
+            if not rmdir_unused(directory):
+                return False
         return True
 
     @abc.abstractmethod

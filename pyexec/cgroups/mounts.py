@@ -22,7 +22,7 @@ import select
 import threading
 from typing import List, NamedTuple, Optional, Tuple
 
-__all__ = ["MountEntry", "cgroup_mounts", "cgroup_mounts_cached", "parse_cgroup_mounts", "MOUNTINFO"]
+__all__ = ["MountEntry", "cgroup_mounts", "cgroup_mounts_cached", "parse_cgroup_mounts", "read_all", "MOUNTINFO"]
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -57,14 +57,15 @@ def parse_cgroup_mounts(text: str) -> List[MountEntry]:
     return out
 
 
-def _read_fd(fd: int) -> str:
+def read_all(fd: int) -> bytes:
+    """Everything left to read from ``fd`` (a control file or mountinfo), by plain reads."""
     chunks = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
         chunks.append(chunk)
-    return b"".join(chunks).decode(errors="surrogateescape")
+    return b"".join(chunks)
 
 
 def _mount_ns() -> Optional[str]:
@@ -119,7 +120,7 @@ class _Table:
         namespace = _mount_ns()
         fd = os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            entries = tuple(parse_cgroup_mounts(_read_fd(fd)))
+            entries = tuple(parse_cgroup_mounts(read_all(fd).decode(errors="surrogateescape")))
             st = os.fstat(fd)
             poller = select.poll()
             poller.register(fd, select.POLLPRI | select.POLLERR)
