@@ -12,18 +12,11 @@ seccomp_data and the native AUDIT_ARCH come from the system headers through
 the cffi module (pyexec/_build_shim.py): a filter is for the architecture the
 shim was built for, and a syscall that architecture lacks is skipped (debug log).
 
-The program, in order:
-
-1. ``seccomp_data.arch`` is not the native one (say the i386 ABI on x86_64):
-   kill the process. On x86_64 a number with the x32 bit set is killed too
-   (except -1, which the kernel answers with ENOSYS). Rules are written for
-   native numbers only, so foreign ABIs (32-bit programs) do not run at all.
-2. The rules, in profile order, first match wins. A rule is a run of
-   ``JEQ nr`` for its names, its argument checks (64-bit values compared as
-   two 32-bit halves), ``RET action``, and ``LD nr`` again when argument
-   checks overwrote the accumulator. Every jump stays inside its rule and
-   names come in chunks of at most 200, so no jump is longer than 255.
-3. ``RET defaultAction``.
+The program (pyexec/seccomp_bpf.py lays it out): foreign ABIs are killed
+(the i386 ABI and x32 numbers on x86_64), then a binary search on the syscall
+number leads to what the rules naming it decide, in profile order (first
+match wins, a rule whose argument checks fail falls through to the next rule
+naming that number), or to the default action.
 
 The conditions of a rule are ANDed, unless one argument index appears twice:
 then each condition becomes its own rule (OR), as runc does. Docker's
@@ -41,15 +34,13 @@ import logging
 import os
 import platform
 import re
-import struct
-import sys
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from . import _shim
 from .config import Isolation
 from .errors import ConfigError
+from .seccomp_bpf import INSN, MAX_INSNS, Cond, Rule, assemble, instructions
 
 __all__ = ["compile_profile", "default_profile", "load_profile", "filter_for", "syscall_number",
            "instructions", "MAX_INSNS"]
@@ -57,17 +48,7 @@ __all__ = ["compile_profile", "default_profile", "load_profile", "filter_for", "
 log = logging.getLogger(__name__)
 lib = _shim.lib
 
-MAX_INSNS = int(lib.BPF_MAXINSNS)
-_INSN = struct.Struct("=HBBI")        # struct px_bpf_insn / struct sock_filter
-_NAMES_PER_CHUNK = 200                # JEQ runs stay far below the 255 jump limit
 _MAX_ERRNO, _U64 = 4095, (1 << 64) - 1
-
-_LD_ABS = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
-_AND = lib.BPF_ALU | lib.BPF_AND | lib.BPF_K
-_JEQ = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K
-_JGT, _JGE = lib.BPF_JMP | lib.BPF_JGT | lib.BPF_K, lib.BPF_JMP | lib.BPF_JGE | lib.BPF_K
-_JSET = lib.BPF_JMP | lib.BPF_JSET | lib.BPF_K
-_RET = lib.BPF_RET | lib.BPF_K
 
 # action name -> (SECCOMP_RET_* value, whether errnoRet goes into its data)
 _ACTIONS: Dict[str, Tuple[int, bool]] = {
@@ -90,9 +71,6 @@ _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "i386": "386", "i686": "386", 
 _MACHINE = platform.machine()
 _NATIVE_ARCHES = frozenset({_MACHINE, _GOARCH.get(_MACHINE, _MACHINE), "SCMP_ARCH_" + _MACHINE.upper()})
 
-_LITTLE = sys.byteorder == "little"
-_NR, _ARCH, _ARGS = lib.PX_SECCOMP_NR_OFFSET, lib.PX_SECCOMP_ARCH_OFFSET, lib.PX_SECCOMP_ARGS_OFFSET
-
 
 def syscall_number(name: str) -> Optional[int]:
     """This architecture's number of syscall ``name``; None when it has no such call."""
@@ -102,70 +80,7 @@ def syscall_number(name: str) -> Optional[int]:
     return None if value is None else int(value)
 
 
-def instructions(program: bytes) -> List[Tuple[int, int, int, int]]:
-    """(code, jt, jf, k) of every instruction of a compiled program."""
-    return [tuple(t) for t in _INSN.iter_unpack(program)]  # type: ignore[misc]
-
-
-# -- the assembler ---------------------------------------------------------------------
-
-Target = Union[int, str]  # a relative jump, or a label resolved by finish()
-
-
-class _Asm:
-    """Emits instructions whose jt/jf may name labels; only forward, short jumps."""
-
-    def __init__(self) -> None:
-        self.insns: List[List[Any]] = []
-        self.labels: Dict[str, int] = {}
-        self._n = 0
-
-    def new_label(self) -> str:
-        self._n += 1
-        return f"L{self._n}"
-
-    def label(self, name: str) -> None:
-        self.labels[name] = len(self.insns)
-
-    def op(self, code: int, k: int = 0, jt: Target = 0, jf: Target = 0) -> None:
-        self.insns.append([code, jt, jf, k & 0xFFFFFFFF])
-
-    def load(self, offset: int) -> None:
-        self.op(_LD_ABS, offset)
-
-    def ret(self, value: int) -> None:
-        self.op(_RET, value)
-
-    def finish(self) -> bytes:
-        out = bytearray()
-        for pos, (code, jt, jf, k) in enumerate(self.insns):
-            jt, jf = (self._resolve(pos, t) for t in (jt, jf))
-            out += _INSN.pack(code, jt, jf, k)
-        return bytes(out)
-
-    def _resolve(self, pos: int, target: Target) -> int:
-        offset = target if isinstance(target, int) else self.labels[target] - pos - 1
-        if not 0 <= offset <= 255:  # the rule layout rules this out
-            raise AssertionError(f"BPF jump of {offset} at instruction {pos}")
-        return offset
-
-
 # -- profiles ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Cond:
-    index: int
-    op: str
-    value: int
-    value_two: int
-
-
-@dataclass(frozen=True)
-class _Rule:
-    numbers: Tuple[int, ...]
-    conds: Tuple[_Cond, ...]
-    ret: int
-
 
 def _fail(source: str, reason: str) -> ConfigError:
     return ConfigError("seccomp", source, reason)
@@ -190,7 +105,7 @@ def _u64(value: Any, what: str, source: str) -> int:
     return value
 
 
-def _cond(arg: Any, where: str, source: str) -> _Cond:
+def _cond(arg: Any, where: str, source: str) -> Cond:
     if not isinstance(arg, dict):
         raise _fail(source, f"{where}: an argument condition must be an object, not {arg!r}")
     index = arg.get("index")
@@ -199,7 +114,7 @@ def _cond(arg: Any, where: str, source: str) -> _Cond:
     op = arg.get("op")
     if op not in _OPS:
         raise _fail(source, f"{where}: unknown comparison op {op!r} (one of {', '.join(_OPS)})")
-    return _Cond(index, op, _u64(arg.get("value", 0), f"{where}: value", source),
+    return Cond(index, op, _u64(arg.get("value", 0), f"{where}: value", source),
                  _u64(arg.get("valueTwo", 0), f"{where}: valueTwo", source))
 
 
@@ -241,7 +156,7 @@ def _applies(entry: Dict[str, Any], caps: FrozenSet[str], where: str, source: st
     return True
 
 
-def _rules(profile: Any, caps: FrozenSet[str], source: str) -> Tuple[List[_Rule], int]:
+def _rules(profile: Any, caps: FrozenSet[str], source: str) -> Tuple[List[Rule], int]:
     if not isinstance(profile, dict):
         raise _fail(source, "a profile must be a JSON object")
     default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), errno.EPERM,
@@ -257,7 +172,7 @@ def _rules(profile: Any, caps: FrozenSet[str], source: str) -> Tuple[List[_Rule]
     syscalls = profile.get("syscalls") or []
     if not isinstance(syscalls, list):
         raise _fail(source, "syscalls must be a list")
-    rules: List[_Rule] = []
+    rules: List[Rule] = []
     for i, entry in enumerate(syscalls):
         where = f"syscalls[{i}]"
         if not isinstance(entry, dict):
@@ -283,92 +198,10 @@ def _rules(profile: Any, caps: FrozenSet[str], source: str) -> Tuple[List[_Rule]
             continue
         indexes = [c.index for c in conds]
         if len(set(indexes)) < len(indexes):   # one index twice: each condition its own rule (OR)
-            rules.extend(_Rule(tuple(numbers), (c,), ret) for c in conds)
+            rules.extend(Rule(tuple(numbers), (c,), ret) for c in conds)
         else:
-            rules.append(_Rule(tuple(numbers), tuple(conds), ret))
+            rules.append(Rule(tuple(numbers), tuple(conds), ret))
     return rules, default
-
-
-# -- code generation -------------------------------------------------------------------
-
-def _halves(index: int) -> Tuple[int, int]:
-    """Offsets of (high, low) 32-bit half of args[index] in seccomp_data."""
-    base = _ARGS + 8 * index
-    return (base + 4, base) if _LITTLE else (base, base + 4)
-
-
-def _emit_cond(asm: _Asm, c: _Cond, fail: str) -> None:
-    """Falls through when the condition holds, jumps to ``fail`` when not."""
-    hi_off, lo_off = _halves(c.index)
-    hi, lo = c.value >> 32, c.value & 0xFFFFFFFF
-    ok = asm.new_label()
-    asm.load(hi_off)
-    if c.op == "SCMP_CMP_MASKED_EQ":   # (arg & value) == valueTwo
-        asm.op(_AND, hi)
-        asm.op(_JEQ, c.value_two >> 32, 0, fail)
-        asm.load(lo_off)
-        asm.op(_AND, lo)
-        asm.op(_JEQ, c.value_two & 0xFFFFFFFF, 0, fail)
-    elif c.op == "SCMP_CMP_EQ":
-        asm.op(_JEQ, hi, 0, fail)
-        asm.load(lo_off)
-        asm.op(_JEQ, lo, 0, fail)
-    elif c.op == "SCMP_CMP_NE":
-        asm.op(_JEQ, hi, 0, ok)
-        asm.load(lo_off)
-        asm.op(_JEQ, lo, fail, 0)
-    else:
-        # Unsigned: the high halves decide unless they are equal, then the low ones.
-        greater = c.op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
-        asm.op(_JGT, hi, ok if greater else fail, 0)
-        asm.op(_JEQ, hi, 0, fail if greater else ok)
-        asm.load(lo_off)
-        # GT: lo > v; GE: lo >= v; LT = not GE; LE = not GT.
-        jump = _JGT if c.op in ("SCMP_CMP_GT", "SCMP_CMP_LE") else _JGE
-        if greater:
-            asm.op(jump, lo, 0, fail)
-        else:
-            asm.op(jump, lo, fail, 0)
-    asm.label(ok)
-
-
-def _emit_rule(asm: _Asm, rule: _Rule) -> None:
-    for start in range(0, len(rule.numbers), _NAMES_PER_CHUNK):
-        chunk = rule.numbers[start:start + _NAMES_PER_CHUNK]
-        body, skip, reload = asm.new_label(), asm.new_label(), asm.new_label()
-        for nr in chunk[:-1]:
-            asm.op(_JEQ, nr, body, 0)
-        asm.op(_JEQ, chunk[-1], 0, skip)
-        asm.label(body)
-        for c in rule.conds:
-            _emit_cond(asm, c, reload)
-        asm.ret(rule.ret)
-        asm.label(reload)
-        if rule.conds:              # the checks overwrote the syscall number
-            asm.load(_NR)
-        asm.label(skip)
-
-
-def _assemble(rules: List[_Rule], default: int) -> bytes:
-    asm = _Asm()
-    kill, rules_start = asm.new_label(), asm.new_label()
-    asm.load(_ARCH)
-    if lib.PX_X32_SYSCALL_BIT:
-        asm.op(_JEQ, lib.PX_AUDIT_ARCH, 0, kill)
-        asm.load(_NR)
-        asm.op(_JSET, lib.PX_X32_SYSCALL_BIT, 0, rules_start)
-        asm.op(_JEQ, 0xFFFFFFFF, rules_start, kill)
-        asm.label(kill)
-        asm.ret(lib.SECCOMP_RET_KILL_PROCESS)
-    else:
-        asm.op(_JEQ, lib.PX_AUDIT_ARCH, 1, 0)
-        asm.ret(lib.SECCOMP_RET_KILL_PROCESS)
-        asm.load(_NR)
-    asm.label(rules_start)
-    for rule in rules:
-        _emit_rule(asm, rule)
-    asm.ret(default)
-    return asm.finish()
 
 
 def compile_profile(profile: Dict[str, Any], capabilities: Iterable[str] = (),
@@ -383,8 +216,8 @@ def compile_profile(profile: Dict[str, Any], capabilities: Iterable[str] = (),
                             "use seccomp=None")
     caps = frozenset(c.upper() for c in capabilities)
     rules, default = _rules(profile, caps, source)
-    program = _assemble(rules, default)
-    count = len(program) // _INSN.size
+    program = assemble(rules, default)
+    count = len(program) // INSN.size
     if count > MAX_INSNS:
         raise _fail(source, f"compiles to {count} BPF instructions, more than the kernel's limit of {MAX_INSNS}")
     log.debug("seccomp profile %s: %d rules, %d instructions", source, len(rules), count)
