@@ -235,7 +235,11 @@ def test_jumps_stay_short_in_a_300_rule_profile():
     program = compile_profile(profile(*rules))
     insns = instructions(program)
     assert len(insns) > 1000                              # far more than one 8-bit jump reaches
-    assert all(jt <= 255 and jf <= 255 for _, jt, jf, _ in insns)
+    # Every jump (8-bit jt/jf, or a JA hop's 32-bit k) lands inside the program.
+    for pos, (code, jt, jf, k) in enumerate(insns):
+        if code & 0x07 == lib.BPF_JMP:
+            reach = k if code == lib.BPF_JMP | lib.BPF_JA else max(jt, jf)
+            assert pos + 1 + reach < len(insns), (pos, code, jt, jf, k)
     for i in (0, 1, 150, 299):
         assert emulate(program, GETPPID, [i * 0x100000001]) == errno_ret(i + 1)
     assert emulate(program, GETPPID, [7]) == ALLOW
