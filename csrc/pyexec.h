@@ -108,8 +108,8 @@ struct px_config {
     int wait_for_parent;      /* block until px_finish(), first thing: the caller's Python work (id maps, a veth) */
     int hold_task;            /* block only before starting the task, while px_spawn places the child */
     int cgroup_fd;            /* >= 0: clone3 CLONE_INTO_CGROUP (cgroup v2), else -1 */
-    const int *place_fds;     /* cgroup.procs files (O_WRONLY) the parent writes the child's pid into */
-    int n_place_fds;
+    const char *const *place_paths; /* cgroup.procs files the parent writes the child's pid into */
+    int n_place_paths;
     int share_memory;         /* clone with CLONE_VM on a stack of its own instead of copying the caller
                                  (where spawn.c supports it; never when joining a task) */
     const char *hostname;     /* NULL: keep */
@@ -178,7 +178,7 @@ struct px_child {
     int parked;               /* the child waits at its start (wait_for_parent) for px_finish() */
     int done;                 /* the launch is over: the child exec'd or failed, nothing shares our memory */
     int result;               /* when done: 0 exec'd; 1 the child failed (err); -errno a parent call failed */
-    int failed_place;         /* with result < 0: the index in place_fds whose write failed, else -1 */
+    int failed_place;         /* with result < 0: the index in place_paths whose open or write failed, else -1 */
     struct px_error err;
     void *stack;              /* the child's own stack while it shares our memory (NULL: a copy) */
     uint64_t stack_size;
@@ -194,7 +194,7 @@ struct px_exit {
 };
 
 /* Parent side (csrc/spawn.c). px_spawn clones the child; unless it is
- * parked (wait_for_parent) it also places it (place_fds), releases it and
+ * parked (wait_for_parent) it also places it (place_paths), releases it and
  * waits until it exec'd or failed (out->done, out->result). It returns 0, or
  * -errno when the clone itself failed (nothing is left then). px_finish does
  * the rest for a parked child; px_abort kills a child that is not done and

@@ -149,7 +149,7 @@ static void close_fd(int *fd)
 static void drain(struct px_child *c)
 {
     size_t got = 0;
-    while (1) {
+    while (c->error_fd >= 0) {
         char scratch[64];
         char *dst = got < sizeof c->err ? (char *)&c->err + got : scratch;
         size_t want = got < sizeof c->err ? sizeof c->err - got : sizeof scratch;
@@ -210,8 +210,11 @@ static void place_and_release(const struct px_config *cfg, struct px_child *c)
         *--p = (char)('0' + v % 10);
     while ((v /= 10) && p > digits);
     long len = digits + sizeof digits - p;
-    for (int i = 0; i < cfg->n_place_fds; i++) {
-        long n = px_sys3(SYS_write, cfg->place_fds[i], p, len);
+    for (int i = 0; i < cfg->n_place_paths; i++) {
+        long fd = px_sys4(SYS_openat, AT_FDCWD, (long)cfg->place_paths[i], O_WRONLY | O_CLOEXEC, 0);
+        long n = fd < 0 ? fd : px_sys3(SYS_write, fd, p, len);
+        if (fd >= 0)
+            px_sys3(SYS_close, fd, 0, 0);
         if (n != len) {
             c->result = n < 0 ? (int)n : -EIO;
             c->failed_place = i;

@@ -15,7 +15,7 @@ import functools
 import os
 import signal
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from . import _shim
 from .errors import LaunchError
@@ -120,26 +120,14 @@ class Child:
         setattr(self._state, name, -1)
 
     def _release_memory(self) -> None:
-        if self._state.done and self._keep is not None:
-            self._keep.close()
+        if self._state.done:
             self._keep = self._cfg = None
 
 class _Keep:
-    """Holds cdata (and the opened cgroup.procs files) for as long as the
-    child may read them."""
+    """Holds cdata for as long as the child may read it."""
 
     def __init__(self) -> None:
         self.items: list = []
-        self.place_fds: List[int] = []
-
-    def open_places(self, paths: Sequence[str]) -> None:
-        for path in paths:
-            self.place_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-
-    def close(self) -> None:
-        fds, self.place_fds = self.place_fds, []
-        for fd in fds:
-            os.close(fd)
 
     def str(self, value: Optional[str]):
         if value is None:
@@ -177,10 +165,8 @@ def _fill(plan: SpawnPlan, keep: _Keep):
     cfg.wait_for_parent = int(plan.wait_for_parent)
     cfg.hold_task = int(plan.hold_task)
     cfg.cgroup_fd = plan.cgroup_fd
-    place = ffi.new("int[]", list(keep.place_fds) or [-1])
-    keep.items.append(place)
-    cfg.place_fds = place
-    cfg.n_place_fds = len(keep.place_fds)
+    cfg.place_paths = keep.strv(plan.place_paths)
+    cfg.n_place_paths = len(plan.place_paths)
     cfg.share_memory = int(SHARE_MEMORY)
     cfg.hostname = keep.str(plan.hostname)
     cfg.loopback_up = int(plan.loopback_up)
@@ -273,22 +259,16 @@ def _fill(plan: SpawnPlan, keep: _Keep):
 
 
 def spawn(plan: SpawnPlan) -> Child:
-    """Launch the child: clone, place it (``plan.place_fds``), release it and
+    """Launch the child: clone, place it (``plan.place_paths``), release it and
     wait until its task has exec'd; check the outcome with ``finish``. With
     ``plan.wait_for_parent`` it comes back parked instead: do the work it
     waits for, then ``finish`` it (or ``abort``). Raises OSError when the
     clone itself fails (then nothing is left)."""
     keep = _Keep()
-    try:
-        keep.open_places(plan.place_paths)
-        cfg = _fill(plan, keep)
-        out = ffi.new("struct px_child *")
-        rc = lib.px_spawn(cfg, out)
-    except BaseException:
-        keep.close()
-        raise
+    cfg = _fill(plan, keep)
+    out = ffi.new("struct px_child *")
+    rc = lib.px_spawn(cfg, out)
     if rc < 0:
-        keep.close()
         raise OSError(-rc, f"clone3: {os.strerror(-rc)}")
     child = Child(out, keep, cfg, plan.place_paths)
     child._release_memory()
@@ -314,7 +294,7 @@ def finish(child: Child) -> None:
     code = -state.result
     if state.failed_place >= 0:
         index = state.failed_place
-        path = child.place_paths[index] if index < len(child.place_paths) else f"place_fds[{index}]"
+        path = child.place_paths[index] if index < len(child.place_paths) else f"place_paths[{index}]"
         raise OSError(code, f"writing the pid into {path}: {os.strerror(code)}")
     if code == errno.EIO:
         raise LaunchError("setup", "", code, "the child broke off its error report")
@@ -337,10 +317,11 @@ def abort(child: Child) -> None:
             signal.pidfd_send_signal(state.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    try:
-        os.waitpid(state.pid, 0)
-    except ChildProcessError:
-        pass
+    if state.pid > 0:  # -1: never cloned
+        try:
+            os.waitpid(state.pid, 0)
+        except ChildProcessError:
+            pass
     for name in ("pidfd", "status_fd"):
         fd = getattr(state, name)
         if fd >= 0:

@@ -164,3 +164,22 @@ def test_a_caller_whose_clone3_is_filtered_launches_through_clone(task_dir, tmp_
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["exit 0", "failed exec"], proc.stdout + proc.stderr
     assert out.read_text() == "inside 2\n"
+
+
+def test_a_failed_placement_names_the_file_and_leaves_no_child(tmp_path):
+    # The shim writes the pid into each cgroup.procs file before the task may
+    # start; one it cannot open fails the launch with that path, and the child
+    # (held before its task) is killed.
+    from pyexec.shim import SpawnPlan, abort, finish, spawn
+    missing = str(tmp_path / "gone" / "cgroup.procs")
+    plan = SpawnPlan(program="/bin/true", argv=["/bin/true"], env=[], search_path="/bin",
+                     place_paths=[missing], hold_task=True)
+    child = spawn(plan)
+    try:
+        with pytest.raises(FileNotFoundError) as info:
+            finish(child)
+        assert missing in str(info.value)
+    finally:
+        pid = child.pid
+        abort(child)
+    assert not os.path.exists(f"/proc/{pid}")
