@@ -332,10 +332,11 @@ static void blank(uint64_t start, uint64_t end, const char *text)
 static void harden_init(const struct px_launch *l)
 {
     const struct px_config *cfg = l->cfg;
-    /* Our own copy of the caller's memory: nobody may read it. Shared memory
-     * is the caller's: its flag, which the task's uid change may have
-     * cleared, goes back to what it was (the monitor turns its own off). */
-    prctl(PR_SET_DUMPABLE, l->shared_memory ? l->caller_dumpable : 0, 0, 0, 0);
+    /* Nobody may read or write our memory (a copy of the caller's, or the
+     * caller's own) until our exec: the task already made it non-dumpable
+     * before its exec (csrc/task.c), this covers a task that failed. With
+     * shared memory the parent puts the caller's flag back after our exec. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int cap = 0; cap <= cfg->last_cap && cap < 64; cap++)
         if (cap != CAP_KILL)
             prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);

@@ -218,7 +218,6 @@ struct px_launch {
     int status_fd;            /* write end of the status pipe, or -1 */
     int close_fds[3];         /* the parent's ends of the pipes: the child closes them */
     int shared_memory;        /* 1: this child runs in the caller's memory (CLONE_VM) */
-    int caller_dumpable;      /* PR_GET_DUMPABLE of the caller: the shared memory's flag, put back */
     char *task_stack;         /* top of the task's stack for its CLONE_VM|CLONE_VFORK clone */
 };
 

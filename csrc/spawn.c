@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -181,11 +182,38 @@ static void kill_child(struct px_child *c)
         px_sys4(SYS_pidfd_send_signal, c->pidfd, SIGKILL, 0, 0);
 }
 
+/*
+ * A shared-memory child makes that memory non-dumpable while the task's code
+ * could reach it (csrc/task.c): the caller's own dumpable flag, which is the
+ * memory's. The first of overlapping shared launches keeps the caller's value,
+ * the last one to end puts it back.
+ */
+static pthread_mutex_t dumpable_lock = PTHREAD_MUTEX_INITIALIZER;
+static int shared_launches, caller_dumpable;
+
+static void shared_enter(void)
+{
+    pthread_mutex_lock(&dumpable_lock);
+    if (shared_launches++ == 0)
+        caller_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    pthread_mutex_unlock(&dumpable_lock);
+}
+
+static void shared_leave(void)
+{
+    pthread_mutex_lock(&dumpable_lock);
+    if (--shared_launches == 0 && caller_dumpable >= 0)
+        prctl(PR_SET_DUMPABLE, caller_dumpable, 0, 0, 0);
+    pthread_mutex_unlock(&dumpable_lock);
+}
+
+/* After EOF on the error pipe: nothing of the child runs in our memory. */
 static void unmap_stack(struct px_child *c)
 {
     if (c->stack) {
         munmap(c->stack, (size_t)c->stack_size);
         c->stack = NULL;
+        shared_leave();
     }
 }
 
@@ -276,6 +304,7 @@ static struct px_launch *map_stack(struct px_child *out)
     }
     out->stack = base;
     out->stack_size = STACK_REGION;
+    shared_enter();
     struct px_launch *l = (struct px_launch *)(base + STACK_REGION) - 1;
     memset(l, 0, sizeof *l);
     l->task_stack = base + GUARD_SIZE + TASK_STACK_SIZE;
@@ -312,7 +341,6 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     copied.close_fds[0] = err_p[0];
     copied.close_fds[1] = sync_p[1];
     copied.close_fds[2] = status_p[0];
-    copied.caller_dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 
     struct clone_args args;
     memset(&args, 0, sizeof args);

@@ -200,6 +200,12 @@ void px_run_task(const struct px_config *cfg)
     reset_signals();
     /* Anything a library opened without O_CLOEXEC must not reach the task. */
     syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    /* The memory we borrow stays the init's until it execs the monitor, and
+     * maybe the caller's (spawn.c): from our exec on, the task's code runs,
+     * and it must not read or write that memory (ptrace, /proc/1/mem). Our
+     * exec computes the task's own flag afresh. Before the filter, which
+     * may forbid prctl. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
         load_seccomp(cfg);
     exec_search(cfg);
