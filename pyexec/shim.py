@@ -15,7 +15,7 @@ import functools
 import os
 import signal
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from . import _shim
 from .errors import LaunchError
@@ -123,6 +123,13 @@ class Child:
         if self._state.done:
             self._keep = self._cfg = None
 
+# C copies of the strings plans repeat (host paths, mount types and options,
+# masked paths): a plan has ~250, most the same at every launch. The child
+# only reads them; each launch's _Keep holds its own, so clearing is safe.
+_C_STRINGS: Dict[str, object] = {}
+_C_STRINGS_MAX = 4096
+
+
 class _Keep:
     """Holds cdata for as long as the child may read it."""
 
@@ -132,7 +139,11 @@ class _Keep:
     def str(self, value: Optional[str]):
         if value is None:
             return ffi.NULL
-        data = ffi.new("char[]", os.fsencode(value))
+        data = _C_STRINGS.get(value)
+        if data is None:
+            if len(_C_STRINGS) >= _C_STRINGS_MAX:
+                _C_STRINGS.clear()
+            data = _C_STRINGS[value] = ffi.new("char[]", os.fsencode(value))
         self.items.append(data)
         return data
 
