@@ -294,10 +294,11 @@ static void run_mount_ops(const struct px_config *cfg)
 /* ------------------------------------------------------------------------ */
 
 /*
- * The init is a copy of the caller until it execs the monitor: make it hold
- * as little as possible meanwhile. Not dumpable (no ptrace or /proc/1/mem for
- * the task), and at most CAP_KILL kept, which the monitor inherits through the
- * bounding set: enough to forward signals to a task running as another user.
+ * The init runs in the caller's memory (or a copy of it) until it execs the
+ * monitor: harden_init makes it hold as little as possible meanwhile. Not
+ * dumpable (no ptrace or /proc/1/mem for the task); its capabilities stay
+ * until the exec, which leaves the monitor only the bounding set, CAP_KILL:
+ * enough to forward signals to a task running as another user.
  */
 /*
  * Stage: in a new user namespace (its maps written by the parent before the
@@ -374,9 +375,9 @@ static int task_entry(void *cfg)
 }
 
 /*
- * Stage: become the monitor. The init is a copy of the caller; the monitor
- * (csrc/monitor.c) is a small program of its own, so the task's parent costs
- * a few hundred KB instead of the caller's address space. Its inputs go to
+ * Stage: become the monitor. The init runs in the caller's memory (or a copy
+ * of it); the monitor (csrc/monitor.c) is a small program of its own, so the
+ * task's parent costs tens of KB and holds nothing of the caller's. Its inputs go to
  * fixed fds (PX_MON_FD_*), everything else is closed; the executable is
  * reached by fd because after pivot_root its path is gone. The error pipe
  * stays open (close-on-exec) until the exec: a failure is reported like any

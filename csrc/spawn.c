@@ -16,10 +16,15 @@
  *   clone3(CLONE_VM|CLONE_NEW*|CLONE_PIDFD) -> px_child_start: close our pipe ends
  *   [parked: return to Python, which writes      [wait_for_parent: read(sync) ... blocks]
  *    id maps or a veth; px_finish goes on]     namespaces, mounts, pivot_root
- *   write pid -> each place_fd (cgroup.procs)  [hold_task: read(sync) ... blocks]
- *   write(sync, PX_GO) ---------------------> vfork the task, harden, execveat(monitor)
+ *   write pid -> each place_path (cgroup.procs) [hold_task: read(sync) ... blocks]
+ *   write(sync, PX_GO) ---------------------> vfork the task (it clears the memory's
+ *                                             dumpable flag before its exec), harden,
+ *                                             execveat(monitor)
  *   read(error) until EOF <----------------- the error pipe closes at both execs
- *   munmap the stack, restore the signal mask
+ *   munmap the stack, put the caller's dumpable flag back, restore the signal mask
+ *
+ * A caller whose clone3 is filtered (Docker's default seccomp profile answers
+ * ENOSYS) or refused gets a copy made by clone3 or clone instead.
  *
  * While a shared-memory child runs, it shares this thread's TLS, errno
  * included, and its glibc calls write errno. So from the clone until the
@@ -32,7 +37,7 @@
  * Error convention: px_spawn returns -errno of a failed clone (and leaves
  * nothing); later failures land in child->result: 1 with the child's record
  * in child->err, or -errno of a parent call (child->failed_place says which
- * placement write), and the child is dead or exec'd when done is set.
+ * placement file), and the child is dead or exec'd when done is set.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL

@@ -70,8 +70,8 @@ class ExecResult:
 
 def rusage_usage(user_s: float, system_s: float, timestamp: float) -> ResourceUsage:
     """A ResourceUsage holding only CPU times from wait4()'s rusage. No max RSS:
-    the task starts as a copy of the caller before its exec, and the kernel's
-    high-water mark would count that copy."""
+    until its exec the task borrows the memory of its init (the caller's, or a
+    copy), and the kernel's high-water mark would count that memory."""
     return ResourceUsage(cpu=CpuUsage(usage_total_s=user_s + system_s, user_s=user_s, system_s=system_s),
                          source="rusage", timestamp=timestamp)
 

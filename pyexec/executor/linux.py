@@ -396,7 +396,7 @@ class LinuxExecutor(Executor):
             if per_process and self._proc is not None:
                 if self._process_sampler is None:
                     # Walk from the init but count the cgroup's members; the
-                    # init itself is a copy of the caller (its rss is not the task's).
+                    # init itself (the monitor) is pyexec's, not the task's.
                     self._process_sampler = PidCollector(self._proc.pid, cache_seconds=1.0,
                                                          include_root=not self._init_used,
                                                          extra_pids=cgroup.pids)
