@@ -2,8 +2,10 @@
 
 This module owns what a handle holds (a small JSON-serialisable dict), how a
 process is recognised as the task's monitor again (pid + start time since
-boot + boot id: a reused pid never matches, so a stale handle can never
-signal a stranger), and ``AdoptedProcess``: waiting for a monitor that is not
+boot + boot id, and the monitor's program name: start times count clock
+ticks, 10 ms here, so a process that reused the pid within the same tick
+matches on time alone; a stale handle must never signal a stranger), and
+``AdoptedProcess``: waiting for a monitor that is not
 our child through a pidfd, its result read from the ``exit.json`` that the
 monitor writes atomically into the task's state directory before it exits.
 
@@ -50,6 +52,18 @@ def process_identity(pid: int) -> Optional[Tuple[int, str]]:
         return None
 
 
+MONITOR_NAME = b"pyexec-monitor"
+
+
+def _is_monitor(pid: int) -> bool:
+    """Whether ``pid`` runs pyexec-monitor (its name, world-readable in /proc)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip() == MONITOR_NAME
+    except OSError:
+        return False
+
+
 def make_handle(kind: str, task_id: str, state_root: str, cgroup_parent: str, pid: int,
                 started_at: float) -> Dict[str, Any]:
     """The handle of a running task whose monitor is ``pid``."""
@@ -93,7 +107,7 @@ def open_identified(pid: int, pid_start: int, boot_id: str) -> int:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return -1
-    if process_identity(pid) != (pid_start, boot_id):
+    if process_identity(pid) != (pid_start, boot_id) or not _is_monitor(pid):
         os.close(pidfd)
         log.info("pid %d is no longer the task's monitor (exited, pid reused or rebooted)", pid)
         return -1
