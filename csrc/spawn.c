@@ -204,6 +204,19 @@ static void shared_enter(void)
     pthread_mutex_unlock(&dumpable_lock);
 }
 
+/* A fork() in another thread while one holds the lock would leave the child
+ * process a lock held forever, and a count of launches that are not its own. */
+static void shared_reset_in_child(void)
+{
+    pthread_mutex_init(&dumpable_lock, NULL);
+    shared_launches = 0;
+}
+
+static void __attribute__((constructor)) shared_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, shared_reset_in_child);
+}
+
 static void shared_leave(void)
 {
     pthread_mutex_lock(&dumpable_lock);

@@ -183,3 +183,42 @@ def test_a_failed_placement_names_the_file_and_leaves_no_child(tmp_path):
         pid = child.pid
         abort(child)
     assert not os.path.exists(f"/proc/{pid}")
+
+
+_FORK_WHILE_LAUNCHING = r"""
+import os, sys, threading
+from pyexec import ExecCommand, new_executor
+import pyexec.executor.container  # imported before the thread: a fork during an import is CPython's hazard
+top = sys.argv[1]
+stop = threading.Event()
+def launcher():
+    while not stop.is_set():
+        ex = new_executor("container")
+        ex.launch(ExecCommand(argv=["/bin/true"], task_dir=os.path.join(top, "thread"), name="thread"))
+        ex.wait(timeout=20)
+thread = threading.Thread(target=launcher)
+thread.start()
+codes = []
+for i in range(15):
+    pid = os.fork()
+    if pid == 0:
+        ex = new_executor("container")
+        ex.launch(ExecCommand(argv=["/bin/true"], task_dir=os.path.join(top, f"child{i}"), name=f"child{i}"))
+        os._exit(ex.wait(timeout=20).exit_code)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+stop.set()
+thread.join(30)
+print(codes)
+"""
+
+
+def test_a_process_forked_while_another_thread_launches_can_launch(tmp_path):
+    # The fork copies whatever the launching thread holds at that moment (the
+    # shim's lock around the caller's dumpable flag, pipes of a launch in
+    # flight): the forked child launches all the same, and so does the thread.
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _FORK_WHILE_LAUNCHING, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str([0] * 15), proc.stdout + proc.stderr
