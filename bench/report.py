@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .stats import fmt_ms, fmt_ratio, ratio
 
@@ -86,6 +86,22 @@ def _fmt(value: Optional[float], unit: str) -> str:
     return f"{value:.2f} {unit}"
 
 
+def _tool_table(title: str, columns: List[str], align: str, tools: Dict[str, Dict[str, Any]], measured: str,
+                cells: Callable[[Dict[str, Any]], List[str]],
+                lead: Callable[[Dict[str, Any]], List[str]] = lambda e: [e["label"]]) -> List[str]:
+    """A section of the table with a row per tool: its ``lead`` cells, then
+    ``cells``, or, for a tool that has no ``measured`` value, its error."""
+    lines = [title, "", "| " + " | ".join(columns) + " |", align]
+    for e in tools.values():
+        first = lead(e)
+        if measured in e:
+            lines.append("| " + " | ".join(first + cells(e)) + " |")
+        else:
+            blanks = len(columns) - len(first) - 1
+            lines.append("| " + " | ".join(first + [f"failed: {e.get('error', '?')}"]) + " |" + " |" * blanks)
+    return lines + [""]
+
+
 def table(results: Dict[str, Any]) -> str:
     host = results.get("host", {})
     tools = host.get("tools", {})
@@ -98,40 +114,29 @@ def table(results: Dict[str, Any]) -> str:
                   ""]
     lat = results.get("latency")
     if lat:
-        lines += [f"### 1. launch→exit of /bin/true ({lat['runs']} runs each, tools in rotation)", "",
-                  "| tool | isolation | median ms | p95 ms | tool / pyexec |", "|---|---|---:|---:|---:|"]
         px = _get(lat, "tools", "pyexec", "median")
-        for name, e in lat["tools"].items():
-            if "median" not in e:
-                lines.append(f"| {e['label']} | {e['isolation']} | failed: {e.get('error', '?')} | | |")
-                continue
-            lines.append(f"| {e['label']} | {e['isolation']} | {fmt_ms(e['median'])} | {fmt_ms(e['p95'])} | "
-                         f"{fmt_ratio(ratio(e['median'], px))} |")
-        lines.append("")
+        lines += _tool_table(
+            f"### 1. launch→exit of /bin/true ({lat['runs']} runs each, tools in rotation)",
+            ["tool", "isolation", "median ms", "p95 ms", "tool / pyexec"], "|---|---|---:|---:|---:|",
+            lat["tools"], "median", lead=lambda e: [e["label"], e["isolation"]],
+            cells=lambda e: [fmt_ms(e["median"]), fmt_ms(e["p95"]), fmt_ratio(ratio(e["median"], px))])
     thr = results.get("throughput")
     if thr:
-        lines += [f"### 2. throughput: {thr['tasks']} × /bin/true at once (median of {thr['rounds']} bursts)", "",
-                  "| tool | launches/s | best burst | vs best pyexec |", "|---|---:|---:|---:|"]
         best, _ = _best_pyexec_rate(results)
-        for name, e in thr["tools"].items():
-            if "per_s" not in e:
-                lines.append(f"| {e['label']} | failed: {e.get('error', '?')} | | |")
-                continue
-            lines.append(f"| {e['label']} | {e['per_s']:.0f} | {e['best_per_s']:.0f} | "
-                         f"{fmt_ratio(ratio(e['per_s'], best))} |")
-        lines.append("")
+        lines += _tool_table(
+            f"### 2. throughput: {thr['tasks']} × /bin/true at once (median of {thr['rounds']} bursts)",
+            ["tool", "launches/s", "best burst", "vs best pyexec"], "|---|---:|---:|---:|",
+            thr["tools"], "per_s",
+            cells=lambda e: [f"{e['per_s']:.0f}", f"{e['best_per_s']:.0f}", fmt_ratio(ratio(e["per_s"], best))])
     mem = results.get("helper_memory")
     if mem:
-        lines += [f"### 3. helper processes per running task ({mem['tasks']} × sleep)", "",
-                  "| tool | helper processes | RSS / task | PSS / task | USS / task |", "|---|---|---:|---:|---:|"]
-        for name, e in mem["tools"].items():
-            if "rss_per_task" not in e:
-                lines.append(f"| {e['label']} | failed: {e.get('error', '?')} | | | |")
-                continue
-            procs = ", ".join(f"{n}×{c // max(1, e['tasks'])}" for n, c in e["process_names"].items()) or "none"
-            lines.append(f"| {e['label']} | {procs} | {e['rss_per_task'] / MB:.2f} MB | "
-                         f"{e['pss_per_task'] / MB:.2f} MB | {e['uss_per_task'] / MB:.2f} MB |")
-        lines.append("")
+        lines += _tool_table(
+            f"### 3. helper processes per running task ({mem['tasks']} × sleep)",
+            ["tool", "helper processes", "RSS / task", "PSS / task", "USS / task"], "|---|---|---:|---:|---:|",
+            mem["tools"], "rss_per_task",
+            cells=lambda e: [", ".join(f"{n}×{c // max(1, e['tasks'])}" for n, c in e["process_names"].items())
+                             or "none"] + [f"{e[key] / MB:.2f} MB" for key in
+                                           ("rss_per_task", "pss_per_task", "uss_per_task")])
     ops = []
     st = results.get("stats")
     if st:
