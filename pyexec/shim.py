@@ -113,11 +113,6 @@ class Child:
     pidfd = property(lambda self: self._state.pidfd)
     status_fd = property(lambda self: self._state.status_fd)
     parked = property(lambda self: bool(self._state.parked))
-    done = property(lambda self: bool(self._state.done))
-
-    def forget_fd(self, name: str) -> None:
-        """The caller took over (or closed) ``pidfd`` or ``status_fd``."""
-        setattr(self._state, name, -1)
 
     def _release_memory(self) -> None:
         if self._state.done:

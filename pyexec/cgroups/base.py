@@ -385,10 +385,6 @@ class CgroupManager(abc.ABC):
     def _kill_round(self, deadline: float) -> None:
         """One round of killing every process in the cgroup (backend specific)."""
 
-    @abc.abstractmethod
-    def _write_pid(self, pid: int) -> None:
-        """Move ``pid`` into the cgroup(s)."""
-
     # -- creating and updating: the same sequence on both backends -------------
     def create(self) -> None:
         """Create the cgroup(s), cleaning a stale one of the same name first
@@ -458,7 +454,11 @@ class CgroupManager(abc.ABC):
             raise ConfigError("pid", pid, "is not a process id")
         if pid == self._owner_pid:
             raise ConfigError("pid", pid, "is the executor's own process; it must never join a task cgroup")
-        self._write_pid(pid)
+        # The same files the shim writes a new task's pid into (procs_files).
+        files = self.procs_files()
+        for path in files:
+            write_text(path, str(pid))
+        log.debug("added pid %d to %s/%s (%d cgroup.procs files)", pid, self.parent, self.name, len(files))
 
     def pids(self) -> List[int]:
         """Sorted pids of every process in the cgroup (and any sub-cgroup)."""

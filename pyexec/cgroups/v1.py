@@ -218,11 +218,6 @@ class V1Manager(CgroupManager):
             else:
                 set_devices_v2(self._paths.get("unified", ""), self.device_rules)  # warns: not enforced
 
-    def _write_pid(self, pid: int) -> None:
-        for directory in self._dirs():
-            write_text(os.path.join(directory, "cgroup.procs"), str(pid))
-        log.debug("added pid %d to %s/%s (%d hierarchies)", pid, self.parent, self.name, len(self._dirs()))
-
     def _remove_parents(self) -> None:
         for mount in self._unique_mounts():
             remove_empty_parents(os.path.join(mount, self.parent), mount)

@@ -267,11 +267,6 @@ class V2Manager(CgroupManager):
         CLONE_INTO_CGROUP (kernel 5.7+). The caller closes it."""
         return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
-    def _write_pid(self, pid: int) -> None:
-        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
-            f.write(str(pid))
-        log.debug("added pid %d to %s", pid, self.path)
-
     def _remove_parents(self) -> None:
         remove_empty_parents(os.path.join(self.base, self.parent), self.base)
 
