@@ -323,10 +323,7 @@ static struct px_launch *map_stack(struct px_child *out)
     out->stack = base;
     out->stack_size = STACK_REGION;
     shared_enter();
-    struct px_launch *l = (struct px_launch *)(base + STACK_REGION) - 1;
-    memset(l, 0, sizeof *l);
-    l->task_stack = base + GUARD_SIZE + TASK_STACK_SIZE;
-    return l;
+    return (struct px_launch *)(base + STACK_REGION) - 1;
 }
 
 int px_spawn(const struct px_config *cfg, struct px_child *out)
@@ -376,10 +373,9 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     long pid = -ENOSYS;
 #if PX_CAN_SHARE_MEMORY
     if (shared && (l = map_stack(out)) != NULL) {
-        char *task_stack = l->task_stack;
         *l = copied;
         l->shared_memory = 1;
-        l->task_stack = task_stack;
+        l->task_stack = (char *)out->stack + GUARD_SIZE + TASK_STACK_SIZE;
         args.flags |= CLONE_VM;
         args.stack = (uint64_t)(uintptr_t)((char *)out->stack + GUARD_SIZE + TASK_STACK_SIZE + GUARD_SIZE);
         /* Top 16-byte aligned below the px_launch record. */

@@ -118,6 +118,7 @@ class Child:
         if self._state.done:
             self._keep = self._cfg = None
 
+
 # C copies of the strings plans repeat (host paths, mount types and options,
 # masked paths): a plan has ~250, most the same at every launch. The child
 # only reads them; each launch's _Keep holds its own, so clearing is safe.
