@@ -93,10 +93,9 @@ def task_json_template(task_id: str, kind: str, cgroup_parent: str,
     """task.json -- json.dumps({"task_id", "kind", "pid", "started_at",
     "cgroup_parent", "exec"}) -- as the text before the pid, between pid and
     started_at, and after: serialised before the clone, so that writing the
-    file after it is a format of two numbers (json writes an int or a finite
-    float as its repr). After the clone every page of this process that a
-    write touches first costs a copy-on-write fault, and serialising the exec
-    record touches many (reference counts are writes)."""
+    file once the task runs is a format of two numbers (json writes an int or
+    a finite float as its repr), not a dump of the exec record, the longest
+    part (its environment, its seccomp filter)."""
     dumps = json.dumps
     return (f'{{"task_id": {dumps(task_id)}, "kind": {dumps(kind)}, "pid": ', ', "started_at": ',
             f', "cgroup_parent": {dumps(cgroup_parent)}, "exec": {dumps(exec_record)}}}')
