@@ -4,12 +4,13 @@
  * Python builds a complete plan (struct px_config: clone flags, a list of mount
  * operations with absolute paths, ids, capability masks, argv/envp) and calls
  * px_spawn() (csrc/spawn.c, the parent side). From the clone on, the child
- * runs only this file and csrc/task.c: no Python, no malloc, no stdio, no glibc wrappers that
- * take locks or broadcast to threads (setxid, fork). By default the child runs
- * in the caller's own memory (CLONE_VM, on a stack spawn.c mapped for it; it
- * writes nothing of the caller's but its launching thread's errno, while that
- * thread waits in spawn.c); else it is a copy of one thread of a threaded
- * process, where any lock another thread held at clone time stays held forever.
+ * runs only this file and csrc/task.c: no Python, no malloc, no stdio, no
+ * glibc wrappers that take locks or broadcast to threads (setxid, fork). By
+ * default the child runs in the caller's own memory (CLONE_VM, on a stack
+ * spawn.c mapped for it; it writes nothing of the caller's but its launching
+ * thread's errno, while that thread waits in spawn.c); else it is a copy of
+ * one thread of a threaded process, where any lock another thread held at
+ * clone time stays held forever.
  *
  * Parent/child protocol
  * =====================
