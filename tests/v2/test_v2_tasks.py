@@ -99,13 +99,14 @@ def _stdout(task_dir) -> str:
 
 @pytest.mark.parametrize("kind", ["container", "universal"])
 def test_tasks_are_born_in_their_cgroup_by_clone3(executors, task_dir, monkeypatch, kind):
-    """CLONE_INTO_CGROUP: the executor never writes a pid into cgroup.procs."""
+    """CLONE_INTO_CGROUP: the executor never has a pid written into cgroup.procs
+    (the shim writes into the files procs_files() names, add_pid too)."""
     import pyexec.executor.linux as linux
 
-    def refuse(self, pid):
-        raise AssertionError(f"pid {pid} was written into cgroup.procs: clone3 CLONE_INTO_CGROUP was not used")
+    def refuse(self):
+        raise AssertionError("a pid was to be written into cgroup.procs: clone3 CLONE_INTO_CGROUP was not used")
 
-    monkeypatch.setattr(V2Manager, "_write_pid", refuse)
+    monkeypatch.setattr(V2Manager, "procs_files", refuse)
     ex = executors(kind)
     ex.launch(ExecCommand(argv=["sleep", "60"], task_dir=str(task_dir), resources=Resources(pids=20)))
     assert linux._clone_into_cgroup_works
