@@ -24,7 +24,7 @@ _EXPORTS = {
     "ExecProcess": "pyexec.executor.exec_streaming",
     "ResourceUsage": "pyexec.stats",
     "new_executor": "pyexec.executor",
-    "reattach": "pyexec.handles",
+    "reattach": "pyexec.executor",
     "Executor": "pyexec.executor",
     "PyexecError": "pyexec.errors",
     "ConfigError": "pyexec.errors",

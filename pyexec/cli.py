@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 from .config import DEFAULT_PATH, Bridge, ExecCommand, Isolation, Mount, Resources
 from .errors import ConfigError, PyexecError
+from .executor import new_executor
 
 EXIT_PYEXEC_ERROR = 125
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -151,8 +152,6 @@ def stats_line(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .executor import new_executor
-
     made_dir = None
     task_dir = args.task_dir and os.path.abspath(args.task_dir)
     if task_dir is None:

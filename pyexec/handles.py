@@ -1,13 +1,12 @@
-"""Handles and reattach: a later caller takes over a task another caller launched.
+"""Handles: the value from which a later caller takes over a running task.
 
-This module owns what a handle holds (a small JSON-serialisable dict), how a
-process is recognised as the task's monitor again (pid + start time since
-boot + boot id, and the monitor's program name: start times count clock
-ticks, 10 ms here, so a process that reused the pid within the same tick
-matches on time alone; a stale handle must never signal a stranger), and
-``AdoptedProcess``: waiting for a monitor that is not
-our child through a pidfd, its result read from the ``exit.json`` that the
-monitor writes atomically into the task's state directory before it exits.
+This module owns what a handle holds (a small JSON-serialisable dict: its
+format, ``make_handle`` and ``parse_handle``) and how a process is
+recognised as the task's monitor again (pid + start time since boot + boot
+id, and the monitor's program name: start times count clock ticks, 10 ms
+here, so a process that reused the pid within the same tick matches on time
+alone; a stale handle must never signal a stranger). ``pyexec.reattach``
+(pyexec/executor/__init__.py) turns a handle back into an executor.
 
     h = ex.handle()                 # store it anywhere (json.dumps(h) works)
     ...                             # the caller restarts
@@ -19,20 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError
-from .process import OnExit, TaskProcess
-from .stats.usage import ResourceUsage
 
-__all__ = ["HANDLE_VERSION", "EXIT_FILE", "make_handle", "parse_handle", "process_identity",
-           "open_identified", "AdoptedProcess", "reattach"]
+__all__ = ["HANDLE_VERSION", "MONITOR_NAME", "make_handle", "parse_handle", "process_identity", "open_identified"]
 
 log = logging.getLogger(__name__)
 
 HANDLE_VERSION = 1
-EXIT_FILE = "exit.json"
 _KEYS = {"pyexec_handle": int, "kind": str, "task_id": str, "state_root": str, "cgroup_parent": str,
          "pid": int, "pid_start": int, "boot_id": str, "started_at": float}
 
@@ -112,57 +106,3 @@ def open_identified(pid: int, pid_start: int, boot_id: str) -> int:
         log.info("pid %d is no longer the task's monitor (exited, pid reused or rebooted)", pid)
         return -1
     return pidfd
-
-
-class AdoptedProcess(TaskProcess):
-    """A task's monitor that another caller launched: never our child, so
-    never reaped here; its exit is the pidfd turning readable, its result the
-    monitor's exit.json. ``pidfd`` -1: already gone, the result is final now."""
-
-    def __init__(self, pid: int, pidfd: int, state_dir: str, started_at: float,
-                 on_exit: Optional[OnExit] = None) -> None:
-        self._exit_file = os.path.join(state_dir, EXIT_FILE)
-        super().__init__(pid, pidfd, -1, started_at, on_exit)
-        if pidfd < 0:
-            self._reap()
-
-    def _exit_status(self) -> Tuple[int, Optional[ResourceUsage], float]:
-        from .process import rusage_usage
-
-        if self._pidfd >= 0:
-            # Our child after all when we are a subreaper that adopted it: reap
-            # the zombie (through the pidfd: exactly that process, or ECHILD).
-            try:
-                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
-            except ChildProcessError:
-                pass
-
-        try:
-            with open(self._exit_file) as f:
-                record = json.load(f)
-            finished_at = float(record["finished_at"])
-            usage = rusage_usage(record["utime_us"] / 1e6, record["stime_us"] / 1e6, finished_at)
-            return int(record["status"]), usage, finished_at
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            # Only a SIGKILL stops the monitor before it writes its record.
-            log.warning("task monitor %d left no exit record (%s): reporting SIGKILL", self.pid, exc)
-            return signal.SIGKILL, None, os.path.getmtime(os.path.dirname(self._exit_file)) \
-                if os.path.isdir(os.path.dirname(self._exit_file)) else 0.0
-
-    def send_signal(self, sig: int) -> bool:
-        if self._pidfd < 0:
-            return False
-        return super().send_signal(sig)
-
-
-def reattach(handle: Union[str, Mapping[str, Any]]):
-    """An executor for the task of ``handle`` (from ``Executor.handle()``),
-    with the full API. A task that ended while no caller was alive gives its
-    recorded ExitResult at once (``wait()``); one whose state is gone (taken
-    over and finished by another caller, or cleaned) raises TaskExitedError."""
-    from .executor import new_executor
-
-    h = parse_handle(handle)
-    executor = new_executor(h["kind"], state_root=h["state_root"], cgroup_parent=h["cgroup_parent"])
-    executor._adopt(h)
-    return executor

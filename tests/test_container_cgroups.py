@@ -17,7 +17,7 @@ from conftest import FORK_LOOP, wait_for
 from pyexec import ExecCommand, Resources
 from pyexec.cgroups import new_manager
 from pyexec.errors import ConfigError
-from pyexec.executor.linux import STATE_FILE
+from pyexec.executor.state import STATE_FILE
 
 M = 1 << 20
 PY = sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3"

@@ -18,7 +18,7 @@ import pytest
 from conftest import IS_ROOT, wait_for
 from pyexec import ExecCommand, ExecResult, Isolation, new_executor, reattach
 from pyexec.errors import ConfigError, LaunchError, PyexecError, TaskExitedError
-from pyexec.executor import exec as exec_module
+from pyexec.executor.execmon import abandoned_count
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="container tasks and cgroups need root")
 
@@ -351,7 +351,7 @@ def test_a_dropped_streaming_exec_is_killed_and_reaped(sleeper):
     wait_for(lambda: "sleep 100" not in ex.exec(["ps", "-e", "-o", "args="]).output.decode(),
              what="the dropped exec to be killed")
     # Each exec reaps the monitors of dropped ones that have exited.
-    wait_for(lambda: ex.exec(["true"]) and not exec_module._orphans, what="the dropped exec's reap")
+    wait_for(lambda: ex.exec(["true"]) and abandoned_count() == 0, what="the dropped exec's reap")
 
 
 def test_reattached_executor_execs(executors, task_dir):

@@ -297,9 +297,9 @@ def test_oom_score_adj(run):
 # -- the Windows module on Linux ------------------------------------------------------------
 
 def test_windows_module_imports_here_and_refuses_politely():
-    from pyexec.executor import _windows
-    assert _windows.AVAILABLE is False
+    from pyexec.executor import winjob
+    assert winjob.AVAILABLE is False
     with pytest.raises(NotImplementedError):
-        _windows.JobObject()
+        winjob.JobObject()
     with pytest.raises(ConfigError, match="cannot be sent on Windows"):
-        _windows.send_signal(None, signal.SIGUSR1)  # refused before the Popen is touched
+        winjob.send_signal(None, signal.SIGUSR1)  # refused before the Popen is touched

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from pyexec.executor.linux import remove_state_dir, write_atomically
+from pyexec.executor.state import remove_state_dir, write_atomically
 
 
 def test_write_atomically_leaves_only_the_file(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_remove_state_dir_with_directories_and_links(tmp_path: Path) -> None:
 def test_task_json_is_json_dumps_of_the_record() -> None:
     """task.json is made of a template serialised before the clone; the text
     must be what json.dumps of the record gives, byte for byte."""
-    from pyexec.executor.linux import task_json_template
+    from pyexec.executor.state import task_json_template
     record = {"version": 1, "env": {"A": 'quote " and \\ and \u00e9', "PATH": "/bin"}, "uid_map": None,
               "rlimits": [[7, 1024, 4096, "nofile"]], "seccomp_filter": "AAAA+/==", "set_caps": True}
     for parent, pid, started_at in (("pyexec", 1, 1764000000.123456), ('we"ird/\u00fc', 4194304, 0.1),

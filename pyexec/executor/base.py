@@ -2,30 +2,27 @@
 
 An executor runs exactly one task: ``launch`` once, then ``wait``/``wait_async``,
 ``signal`` and ``shutdown``; it is a context manager whose exit shuts the task
-down. Shared behaviour (state checks, shutdown's signal-grace-kill sequence,
-stdio and task_dir preparation) lives here once; subclasses supply how a task
-starts and how all of its processes are killed.
+down. Shared behaviour (state checks, the stats stream, shutdown's
+signal-grace-kill sequence) lives here once; subclasses supply how a task
+starts, how it is sampled and how all of its processes are killed. This
+module names no implementation: the files of a task are taskfiles.py's, the
+Linux launch is linux.py's.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
 import logging
-import os
 import signal as _signal
 import threading
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, Mapping, Optional, Sequence
 
 from ..config import ExecCommand
-from ..users import TaskUser
 from ..errors import ConfigError, PyexecError, TaskExitedError
-from ..process import ExecResult, ExitResult, ProcessState, TaskHandle
+from ..process import ExecResult, ExecStream, ExitResult, ProcessState, TaskHandle
 from ..stats.usage import ResourceUsage
 
-if TYPE_CHECKING:
-    from .exec_streaming import ExecProcess
-
-__all__ = ["Executor", "StdioFiles", "check_host_isolation", "user_environment", "prepare_task_dir"]
+__all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +60,10 @@ class Executor(abc.ABC):
         runs and after it ended (its exit is recorded)."""
         raise PyexecError(f"the {self.kind} executor cannot hand its task over (it has no monitor)")
 
-    def _adopt(self, handle: Dict[str, Any]) -> None:
-        """Take over the task of a parsed handle (``pyexec.reattach``)."""
+    def adopt(self, handle: Dict[str, Any]) -> None:
+        """Take over the task of a parsed handle (``pyexec.handles.parse_handle``)
+        instead of launching one: what ``pyexec.reattach`` does with a new
+        executor of the handle's kind."""
         raise PyexecError(f"the {self.kind} executor cannot take a task over (it has no monitor)")
 
     @property
@@ -176,7 +175,7 @@ class Executor(abc.ABC):
 
     def exec_streaming(self, argv: Sequence[str], stdin: bool = True, tty: bool = False,
                        env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                       user: Optional[str] = None) -> "ExecProcess":
+                       user: Optional[str] = None) -> ExecStream:
         """Start ``argv`` inside the running task like ``exec`` and return at
         once: an ``ExecProcess`` with ``stdin`` (a pipe, or None without
         ``stdin``), ``stdout`` (stdout and stderr in one pipe; with ``tty`` a
@@ -214,107 +213,6 @@ class Executor(abc.ABC):
         """SIGKILL every process of the task (the main one last is fine)."""
 
 
-# Close-on-exec and no controlling tty on POSIX; binary mode on Windows.
-_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
-
-
-def check_host_isolation(cmd: ExecCommand, kind: str) -> None:
-    """Refuse, before anything exists, the isolation an executor without
-    namespaces cannot give: a root file system, mounts, a hostname. The rest
-    of ``Isolation`` (the namespace set, masks, capabilities) describes the
-    container and is ignored here; rlimits are honoured where the executor can."""
-    isolation = cmd.isolation
-    needs = "needs the container executor"
-    if isolation.rootfs is not None:
-        raise ConfigError("isolation.rootfs", isolation.rootfs, f"{needs} (the {kind} executor has none)")
-    if isolation.mounts:
-        raise ConfigError("isolation.mounts", [m.target for m in isolation.mounts],
-                          f"{needs} (the {kind} executor has no mount namespace)")
-    if isolation.hostname is not None:
-        raise ConfigError("isolation.hostname", isolation.hostname,
-                          f"{needs} (the {kind} executor has no uts namespace)")
-
-
-def user_environment(env: Optional[Dict[str, str]], user: TaskUser) -> Dict[str, str]:
-    """The task's environment with USER, LOGNAME and HOME of ``user`` unless set."""
-    out = dict(env or {})
-    name = user.name or str(user.uid)
-    out.setdefault("USER", name)
-    out.setdefault("LOGNAME", name)
-    out.setdefault("HOME", user.home)
-    return out
-
-
-def prepare_task_dir(task_dir: str) -> Optional[str]:
-    """Create ``task_dir`` (when missing) and ``task_dir/local``; returns
-    ``task_dir`` when this call created it, so a failed launch can remove it."""
-    made = None
-    if not os.path.isdir(task_dir):
-        os.makedirs(task_dir)
-        made = task_dir
-    os.makedirs(os.path.join(task_dir, "local"), exist_ok=True)
-    return made
-
-
 def _check_interval(interval: float) -> None:
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
         raise ConfigError("interval", interval, "is not a positive number of seconds")
-
-
-class StdioFiles:
-    """The task's stdin/stdout/stderr fds, opened by us or given by the caller.
-
-    Default: stdin from /dev/null. stdout/stderr without a path or fd go to
-    ``task_dir/logs``: with ``log_pipes`` through a pipe each whose read end
-    (``log_fds``) the task's monitor turns into rotated files
-    (``<name>.stdout.N``); without, appended to ``<name>.stdout.0`` directly.
-    """
-
-    def __init__(self, cmd: ExecCommand, log_pipes: bool = False) -> None:
-        self._opened: List[int] = []
-        self.log_fds: List[int] = [-1, -1]
-        self.log_dir: Optional[str] = None
-        given = cmd.stdio_fds or (None, None, None)
-        logs = os.path.join(cmd.task_dir, "logs")
-        try:
-            stdin = given[0] if given[0] is not None else self._open("stdin_path", cmd.stdin_path or os.devnull,
-                                                                     os.O_RDONLY)
-            out = []
-            for index, stream in ((1, "stdout"), (2, "stderr")):
-                path = getattr(cmd, f"{stream}_path")
-                if given[index] is not None:
-                    out.append(given[index])
-                elif path is None and log_pipes:
-                    out.append(self._log_pipe(index - 1, logs))
-                else:
-                    out.append(self._open_log(f"{stream}_path", path, logs, f"{cmd.name}.{stream}.0"))
-            self.fds: Tuple[int, int, int] = (stdin, out[0], out[1])
-        except BaseException:
-            self.close()
-            raise
-
-    def _log_pipe(self, slot: int, logs: str) -> int:
-        os.makedirs(logs, exist_ok=True)
-        self.log_dir = logs
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        self._opened += [read_end, write_end]
-        self.log_fds[slot] = read_end
-        return write_end
-
-    def _open(self, field: str, path: str, flags: int) -> int:
-        try:
-            fd = os.open(path, flags | _OPEN_FLAGS, 0o644)
-        except OSError as exc:
-            raise ConfigError(field, path, f"cannot be opened: {exc.strerror}") from None
-        self._opened.append(fd)
-        return fd
-
-    def _open_log(self, field: str, path: Optional[str], logs: str, default_name: str) -> int:
-        if path is None:
-            os.makedirs(logs, exist_ok=True)
-            path = os.path.join(logs, default_name)
-        return self._open(field, path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-
-    def close(self) -> None:
-        while self._opened:
-            os.close(self._opened.pop())

@@ -9,45 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import prctl
 
-from .. import _shim, shim
-from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap, names_of_mask
+from .. import network, shim
+from ..caps import names_of_mask
 from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule, device_rule
-from ..config import DEFAULT_PATH, ExecCommand, host_id
+from ..config import DEFAULT_PATH, Bridge, ExecCommand, host_id, joined_netns_path
 from ..errors import ConfigError, LaunchError
+from ..native import lib
 from ..rootfs import MountOp, plan_mounts
 from ..seccomp import filter_for
-from ..shim import CapabilitySets, Child, Credentials, SpawnPlan
-from ..users import TaskUser, resolve_user
-from .. import network
-from ..config import Bridge, joined_netns_path
-from .base import user_environment
-from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
+from ..shim import Child, SpawnPlan
+from ..users import resolve_user
+from .exec import exec_record
+from .launch import NAMESPACE_FLAGS, ROOT_USER, Identity, capability_sets, rlimit_plan, spawn_plan
+from .linux import LinuxExecutor
 
-__all__ = ["ContainerExecutor", "DEFAULT_STATE_ROOT", "capability_sets"]
+__all__ = ["ContainerExecutor"]
 
-lib = _shim.lib
 log = logging.getLogger(__name__)
-
-_CLONE_FLAGS = {
-    "pid": lib.CLONE_NEWPID, "mnt": lib.CLONE_NEWNS, "uts": lib.CLONE_NEWUTS, "ipc": lib.CLONE_NEWIPC,
-    "net": lib.CLONE_NEWNET, "user": lib.CLONE_NEWUSER, "cgroup": lib.CLONE_NEWCGROUP,
-    "time": lib.CLONE_NEWTIME,
-}
-
-_ROOT = TaskUser(uid=0, gid=0, groups=(0,), name="root", home="/root")
-
-
-def capability_sets(requested: Optional[tuple], uid: int) -> CapabilitySets:
-    """Docker's rules: root gets the set; another user gets none unless asked for (then ambient)."""
-    mask = capability_mask(requested if requested is not None else DEFAULT_CAPABILITIES)
-    if uid == 0:
-        return CapabilitySets(mask, mask, mask, 0, 0, last_cap())
-    granted = mask if requested is not None else 0
-    return CapabilitySets(mask, granted, granted, granted, granted, last_cap())
 
 
 class ContainerExecutor(LinuxExecutor):
@@ -56,7 +38,7 @@ class ContainerExecutor(LinuxExecutor):
     kind = "container"
 
     # -- launch ------------------------------------------------------------
-    def _plan(self, cmd: ExecCommand) -> SpawnPlan:
+    def _plan(self, cmd: ExecCommand) -> Tuple[SpawnPlan, Dict[str, Any]]:
         if not prctl.cap_effective.sys_admin:
             # Namespaces, mounts and pivot_root need it; say so before cloning.
             raise ConfigError("executor", "container", "needs CAP_SYS_ADMIN (run it as root); "
@@ -66,31 +48,32 @@ class ContainerExecutor(LinuxExecutor):
         # here, before anything exists.
         self._devices = list(DEFAULT_DEVICE_RULES) + [device_rule(d.path, d.permissions) for d in isolation.devices]
         root_dir = isolation.rootfs or "/"
-        user = _ROOT if cmd.user is None else resolve_user(cmd.user, root_dir)
+        user = ROOT_USER if cmd.user is None else resolve_user(cmd.user, root_dir)
         if isinstance(isolation.network, Bridge):
             network.check_available(isolation.network)  # a taken ip fails before anything exists
         capabilities = capability_sets(isolation.capabilities, user.uid)
-        return SpawnPlan(
-            program=cmd.argv[0],
-            argv=cmd.argv,
-            env=[f"{k}={v}" for k, v in user_environment(cmd.env, user).items()],
-            search_path=(cmd.env or {}).get("PATH", DEFAULT_PATH),
-            clone_flags=sum(_CLONE_FLAGS[ns] for ns in isolation.namespaces),
-            use_init=True,
+        identity = Identity(
+            user=user,
+            capabilities=capabilities,
+            no_new_privs=isolation.no_new_privs,
+            rlimits=rlimit_plan(isolation.rlimits),
+            seccomp_filter=filter_for(isolation, names_of_mask(capabilities.bounding)),
+            oom_score_adj=cmd.oom_score_adj,
+        )
+        plan = spawn_plan(
+            cmd.argv[0], cmd.argv, cmd.env or {}, (cmd.env or {}).get("PATH", DEFAULT_PATH), cmd.cwd or "/",
+            identity,
+            clone_flags=sum(NAMESPACE_FLAGS[ns] for ns in isolation.namespaces),
             subreaper="pid" not in isolation.namespaces,
             hostname=(isolation.hostname or cmd.name) if "uts" in isolation.namespaces else None,
             loopback_up="net" in isolation.namespaces,
             make_private="mnt" in isolation.namespaces,
-            rlimits=rlimit_plan(isolation.rlimits),
-            credentials=Credentials(user.uid, user.gid, user.groups),
-            capabilities=capabilities,
-            no_new_privs=isolation.no_new_privs,
-            seccomp_filter=filter_for(isolation, names_of_mask(capabilities.bounding)),
-            cwd=cmd.cwd or "/",
-            oom_score_adj=cmd.oom_score_adj,
             # Parked until the id maps and a bridge's eth0 are in place.
             wait_for_parent="user" in isolation.namespaces or isinstance(isolation.network, Bridge),
         )
+        uid_map = isolation.uid_map if "user" in isolation.namespaces else None
+        return plan, exec_record(self.kind, cmd, plan, identity, capabilities=isolation.capabilities,
+                                 uid_map=uid_map)
 
     def _device_rules(self, cmd: ExecCommand) -> List[DeviceRule]:
         return self._devices
@@ -159,15 +142,15 @@ class ContainerExecutor(LinuxExecutor):
         if fd is not None:
             os.close(fd)
 
-    def network_info(self) -> Optional[dict]:
+    def network_info(self) -> Optional[Dict[str, Any]]:
         """The task's bridge network (``{"mode": "bridge", "bridge", "subnet",
         "ip", "gateway", "interface", "host_veth"}``), None for other networks
         (also after a reattach: the lease is found again)."""
         lease = self._lease
         return lease.as_dict() if lease is not None else None
 
-    def _adopt(self, handle: dict) -> None:
-        super()._adopt(handle)
+    def adopt(self, handle: Dict[str, Any]) -> None:
+        super().adopt(handle)
         if self.task_id is not None:
             self._lease = network.find_lease(self.task_id)
 

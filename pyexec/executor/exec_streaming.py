@@ -18,21 +18,19 @@ import os
 import stat
 import struct
 import warnings
-from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence, Tuple
+from typing import BinaryIO, List, Mapping, Optional, Sequence, Tuple, cast
 
-from .. import _shim
 from ..errors import ConfigError, TaskExitedError
+from ..native import lib
 from ..process import ExecResult
-from .exec import EXITED, _fresh_pidfd, _Monitor, _orphans, _orphans_lock, _readable, _start
-
-if TYPE_CHECKING:
-    from .linux import LinuxExecutor
+from .exec import EXITED, ExecTarget, start_exec
+from .execmon import ExecMonitor, abandon
 
 __all__ = ["ExecProcess", "start_streaming"]
 
 # ioctls Python's termios lacks, from the kernel's headers (pyexec/_build_shim.py):
-_TIOCSPTLCK = _shim.lib.TIOCSPTLCK    # unlock a pty pair
-_TIOCGPTPEER = _shim.lib.TIOCGPTPEER  # open the slave of a master without a path lookup (Linux 4.13)
+_TIOCSPTLCK = lib.TIOCSPTLCK    # unlock a pty pair
+_TIOCGPTPEER = lib.TIOCGPTPEER  # open the slave of a master without a path lookup (Linux 4.13)
 _PTMX_RDEV = os.makedev(5, 2)         # /dev/ptmx's fixed device number (devices.txt)
 
 
@@ -67,19 +65,17 @@ class _PtyReader(io.RawIOBase):
                 super().close()
 
 
-def _task_ptmx(executor: "LinuxExecutor") -> int:
+def _task_ptmx(target: ExecTarget) -> int:
     """The ptmx of the task's own devpts (so the command's ``tty`` names a
     /dev/pts entry it can see), reached from /proc/<pid>/root without
     following any link the task could have planted, opened only once fstat
     shows the ptmx device."""
-    pid, pidfd = _fresh_pidfd(executor)
-    try:
-        fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if _readable(pidfd, 0):
-            os.close(fd)
-            raise TaskExitedError(EXITED)
-    finally:
-        os.close(pidfd)
+    if target.exited():
+        raise TaskExitedError(EXITED)
+    fd = os.open(f"/proc/{target.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    if target.exited():  # that /proc/<pid> may have been a stranger's
+        os.close(fd)
+        raise TaskExitedError(EXITED)
     try:
         for name in ("dev", "pts"):
             inner = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -97,10 +93,10 @@ def _task_ptmx(executor: "LinuxExecutor") -> int:
         os.close(node)
 
 
-def _open_pty(executor: "LinuxExecutor") -> Tuple[int, int]:
+def _open_pty(target: ExecTarget) -> Tuple[int, int]:
     """(master, slave): in the task's devpts when it has one, else os.openpty()."""
     try:
-        master = _task_ptmx(executor)
+        master = _task_ptmx(target)
     except OSError:
         master = -1
     if master >= 0:
@@ -125,8 +121,8 @@ class ExecProcess:
     what still runs, reaps and closes the pipes.
     """
 
-    def __init__(self, monitor: _Monitor, argv: Tuple[str, ...], stdin: Optional[io.RawIOBase],
-                 stdout: io.BufferedReader, tty: bool) -> None:
+    def __init__(self, monitor: ExecMonitor, argv: Tuple[str, ...], stdin: Optional[BinaryIO],
+                 stdout: BinaryIO, tty: bool) -> None:
         self._monitor = monitor
         self.argv = argv
         self.stdin = stdin
@@ -191,16 +187,14 @@ class ExecProcess:
         if monitor is None or monitor.result is not None:
             return
         warnings.warn(f"exec {list(self.argv)!r} dropped while running: killed", ResourceWarning, source=self)
-        monitor.cut_lifeline()
-        with _orphans_lock:
-            _orphans.append(monitor)
+        abandon(monitor)
 
     def __repr__(self) -> str:
         state = "running" if self._result is None else f"exit_code={self._result.exit_code}"
         return f"<ExecProcess pid={self.pid} {list(self.argv)!r} {state}>"
 
 
-def start_streaming(executor: "LinuxExecutor", argv: Sequence[str], stdin: bool = True, tty: bool = False,
+def start_streaming(target: ExecTarget, argv: Sequence[str], stdin: bool = True, tty: bool = False,
                     env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                     user: Optional[str] = None) -> ExecProcess:
     """``Executor.exec_streaming``: see there."""
@@ -208,12 +202,11 @@ def start_streaming(executor: "LinuxExecutor", argv: Sequence[str], stdin: bool 
         raise ConfigError("stdin", stdin, "must be True or False")
     if not isinstance(tty, bool):
         raise ConfigError("tty", tty, "must be True or False")
-    executor._running()
     ours: List[int] = []      # to close whatever happens
     theirs: List[int] = []    # ours until ExecProcess owns them
     try:
         if tty:
-            master, slave = _open_pty(executor)
+            master, slave = _open_pty(target)
             theirs.append(master)
             ours.append(slave)
             stdio = (slave, slave, slave)
@@ -233,7 +226,7 @@ def start_streaming(executor: "LinuxExecutor", argv: Sequence[str], stdin: bool 
                 in_r, input_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
                 ours.append(in_r)
             stdio = (in_r, out_w, out_w)
-        monitor = _start(executor, argv, env, cwd, user, stdio, tty=stdio[0] if tty else -1)
+        monitor = start_exec(target, argv, env, cwd, user, stdio, tty=stdio[0] if tty else -1)
     except BaseException:
         for fd in theirs:
             os.close(fd)
@@ -241,9 +234,10 @@ def start_streaming(executor: "LinuxExecutor", argv: Sequence[str], stdin: bool 
     finally:
         for fd in ours:
             os.close(fd)
+    stdout: BinaryIO
     if tty:
         stdout = io.BufferedReader(_PtyReader(output_fd))
     else:
         stdout = io.open(output_fd, "rb")
-    stdin_file = io.open(input_fd, "wb", buffering=0) if input_fd >= 0 else None
+    stdin_file = cast(BinaryIO, io.open(input_fd, "wb", buffering=0)) if input_fd >= 0 else None
     return ExecProcess(monitor, tuple(argv), stdin_file, stdout, tty)

@@ -1,21 +1,20 @@
 """The launch machinery every Linux executor shares: shim spawn, cgroup, state.
 
 ``LinuxExecutor`` owns the sequence prepare -> spawn (clone, cgroup placement,
-release and the wait for the exec happen in the C shim) -> the caller's own
-work for a child parked for it, undoing every step when one fails; the task's
-state directory (``<state_root>/<task id>/task.json``) and its cgroup; stats
-(the cgroup's, else the process tree's), live limit updates, killing every
-process of the task, teardown, and ``cleanup_stale`` for what crashed callers
-left. Subclasses say what to spawn (``_plan``) and may add to the state
-directory before the clone (``_prepare``): the container executor its mount
-plan, the universal executor nothing.
+release and the wait for the exec happen in the C shim, through launch.py)
+-> the caller's own work for a child parked for it, undoing every step when
+one fails; the task's state directory (state.py) and its cgroup; stats (the
+cgroup's, else the process tree's), live limit updates, killing every
+process of the task, teardown, handing the task over (``handle``/``adopt``),
+exec into it (exec.py, given an ``ExecTarget``) and ``cleanup_stale`` for
+what crashed callers left. Subclasses say what to spawn (``_plan``) and may
+add to the state directory before the clone (``_prepare``): the container
+executor its mount plan, the universal executor nothing.
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
-import errno
-import json
 import logging
 import os
 import shutil
@@ -26,115 +25,27 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..cgroups import CgroupManager, new_manager, task_names
 from ..cgroups.devices import DeviceRule
-from ..config import ExecCommand, Resources, rlimit_number
-from ..errors import ConfigError, LaunchError, PyexecError, TaskExitedError
-from ..process import ExecResult, ExitResult, TaskProcess
-from ..handles import EXIT_FILE, AdoptedProcess, make_handle, open_identified
-from ..logmon import RotatingLog
-from ..shim import Child, MonitorPlan, SpawnPlan, abort, finish, spawn
+from ..config import ExecCommand, Resources
+from ..errors import ConfigError, PyexecError, TaskExitedError
+from ..handles import make_handle, open_identified
+from ..process import ExecResult, ExitResult
+from ..shim import Child, SpawnPlan, abort, finish
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
-from .base import Executor, StdioFiles, prepare_task_dir
-from .exec import DEFAULT_OUTPUT_LIMIT, exec_record, run_exec
+from .base import Executor
+from .exec import DEFAULT_OUTPUT_LIMIT, ExecTarget, run_exec
 from .exec_streaming import ExecProcess, start_streaming
+from .launch import spawn_into_cgroup, task_monitor_plan
+from .state import (DEFAULT_STATE_ROOT, read_task_json, remove_state_dir, state_entries, task_json_template,
+                    write_task_json)
+from .taskfiles import StdioFiles, prepare_task_dir
+from .taskproc import AdoptedProcess, TaskProcess, readable
 
-__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT", "STATE_FILE", "spawn_into_cgroup", "rlimit_plan",
-           "write_atomically", "remove_state_dir", "task_json_template"]
+__all__ = ["LinuxExecutor", "DEFAULT_STATE_ROOT"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_ROOT = "/run/pyexec"
-STATE_FILE = "task.json"
-MONITOR_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyexec-monitor")
 KILL_TIMEOUT = 5.0  # seconds to empty a task without a cgroup before giving up
-
-def rlimit_plan(rlimits: Mapping[str, Tuple[int, int]]) -> List[Tuple[int, int, int, str]]:
-    """The shim's (resource, soft, hard, name) list for Isolation.rlimits."""
-    return [(rlimit_number(name), soft, hard, name) for name, (soft, hard) in rlimits.items()]
-
-
-# Set once clone3 refused CLONE_INTO_CGROUP (kernels 5.3-5.6 say EINVAL, older
-# ones ENOSYS): later launches go straight to the fallback.
-_clone_into_cgroup_works = True
-
-
-def spawn_into_cgroup(plan: SpawnPlan, cgroup: Optional[CgroupManager]) -> Child:
-    """spawn() with the child in ``cgroup``: born there (clone3
-    CLONE_INTO_CGROUP, cgroup v2), else written into its cgroup.procs files by
-    the shim, which holds the child's task until then (v1, or a kernel
-    without CLONE_INTO_CGROUP: spawned again that way when clone3 refuses)."""
-    global _clone_into_cgroup_works
-    if cgroup is None:
-        return spawn(plan)
-    cgroup_fd = cgroup.open_dir_fd() if _clone_into_cgroup_works else None
-    refused: Optional[OSError] = None
-    if cgroup_fd is not None:
-        plan.cgroup_fd = cgroup_fd
-        try:
-            return spawn(plan)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.E2BIG):
-                raise
-            refused = exc
-        finally:
-            os.close(cgroup_fd)
-            plan.cgroup_fd = -1
-    plan.place_paths = cgroup.procs_files()
-    plan.hold_task = plan.hold_task or not plan.wait_for_parent
-    child = spawn(plan)  # when this fails too, the flag was not the problem
-    if refused is not None:
-        log.info("clone3(CLONE_INTO_CGROUP) failed (%s); placing tasks through cgroup.procs", refused)
-        _clone_into_cgroup_works = False
-    return child
-
-
-def task_json_template(task_id: str, kind: str, cgroup_parent: str,
-                       exec_record: Mapping[str, Any]) -> Tuple[str, str, str]:
-    """task.json -- json.dumps({"task_id", "kind", "pid", "started_at",
-    "cgroup_parent", "exec"}) -- as the text before the pid, between pid and
-    started_at, and after: serialised before the clone, so that writing the
-    file once the task runs is a format of two numbers (json writes an int or
-    a finite float as its repr), not a dump of the exec record, the longest
-    part (its environment, its seccomp filter)."""
-    dumps = json.dumps
-    return (f'{{"task_id": {dumps(task_id)}, "kind": {dumps(kind)}, "pid": ', ', "started_at": ',
-            f', "cgroup_parent": {dumps(cgroup_parent)}, "exec": {dumps(exec_record)}}}')
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """``data`` as the file ``path``, written to ``path.tmp`` and renamed: a
-    reader sees no file or all of it. Plain os calls: a text file object and
-    json.dump's pure-Python chunked encoder cost more than the writing."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-def remove_state_dir(path: str) -> None:
-    """``shutil.rmtree(path, ignore_errors=True)``, the short way for what a
-    state directory holds once its task ended (task.json, exit.json):
-    unlink those and rmdir, without listing it. Anything else in it (the
-    .tmp of a writer that died, a directory) fails the rmdir, and rmtree
-    removes what is left."""
-    try:
-        for name in (STATE_FILE, EXIT_FILE):
-            try:
-                os.unlink(os.path.join(path, name))  # never follows a symlink
-            except FileNotFoundError:
-                pass
-        os.rmdir(path)
-        return
-    except FileNotFoundError:
-        return  # gone already
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class LinuxExecutor(Executor):
@@ -157,8 +68,10 @@ class LinuxExecutor(Executor):
 
     # -- for subclasses ----------------------------------------------------
     @abc.abstractmethod
-    def _plan(self, cmd: ExecCommand) -> SpawnPlan:
-        """Validate ``cmd`` (ConfigError before anything exists) and say what to spawn."""
+    def _plan(self, cmd: ExecCommand) -> Tuple[SpawnPlan, Dict[str, Any]]:
+        """Validate ``cmd`` (ConfigError before anything exists) and say what to
+        spawn: the plan, and the exec record (exec.py's ``exec_record``) that
+        lets a later ``exec`` run as the task does."""
 
     def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
         """Add to the plan what needs the state directory (mount points)."""
@@ -180,8 +93,7 @@ class LinuxExecutor(Executor):
 
     # -- launch ------------------------------------------------------------
     def _start(self, cmd: ExecCommand) -> TaskProcess:
-        plan = self._plan(cmd)
-        self._exec_record = exec_record(self.kind, cmd, plan)
+        plan, self._exec_record = self._plan(cmd)
         use_cgroup = self._use_cgroup(cmd)
         self.task_id = f"{cmd.name}-{uuid.uuid4().hex[:12]}"
         self._task_json = task_json_template(self.task_id, self.kind, self.cgroup_parent, self._exec_record)
@@ -198,7 +110,7 @@ class LinuxExecutor(Executor):
             stdio = StdioFiles(cmd, log_pipes=plan.use_init)
             plan.stdio = stdio.fds
             if plan.use_init:
-                plan.monitor = self._monitor_plan(cmd, stdio, fds)
+                plan.monitor, self._lifeline = task_monitor_plan(cmd, stdio, self._state_dir, fds)
             if use_cgroup:
                 self._cgroup = new_manager(self.task_id, cmd.resources, parent=self.cgroup_parent,
                                            devices=self._device_rules(cmd))
@@ -209,7 +121,7 @@ class LinuxExecutor(Executor):
             if child.parked:
                 self._before_release(cmd, child)
             finish(child)
-            self._write_state(child.pid, started_at)
+            write_task_json(self._state_dir, self._task_json, child.pid, started_at)
         except BaseException:
             if child is not None:
                 self._abort(child)
@@ -227,63 +139,44 @@ class LinuxExecutor(Executor):
         log.debug("task %s launched as pid %d", self.task_id, child.pid)
         return TaskProcess(child.pid, child.pidfd, child.status_fd, started_at, on_exit=self._on_exit)
 
-    def _monitor_plan(self, cmd: ExecCommand, stdio: StdioFiles, fds: List[int]) -> MonitorPlan:
-        """The monitor's inputs: its executable, the state and log directories
-        by fd (it works after pivot_root), the log pipes, and the lifeline whose
-        write end this executor keeps when the task must die with the caller."""
-        def opened(path: str, flags: int) -> int:
-            fd = os.open(path, flags | os.O_CLOEXEC)
-            fds.append(fd)
-            return fd
-
-        try:
-            exe_fd = opened(MONITOR_PATH, os.O_PATH)
-        except FileNotFoundError:
-            raise LaunchError("monitor", MONITOR_PATH, errno.ENOENT,
-                              "missing: pyexec is not built (pip install .)") from None
-        assert self._state_dir is not None
-        plan = MonitorPlan(exe_fd=exe_fd, state_dir_fd=opened(self._state_dir, os.O_RDONLY | os.O_DIRECTORY),
-                           stdout_fd=stdio.log_fds[0], stderr_fd=stdio.log_fds[1], log_name=str(cmd.name),
-                           log_max_size=int(cmd.log_config.max_file_size),
-                           log_max_files=cmd.log_config.max_files)
-        if stdio.log_dir is not None:
-            plan.log_dir_fd = opened(stdio.log_dir, os.O_RDONLY | os.O_DIRECTORY)
-            # The files exist (and rotate once, if a restart asks) before launch
-            # returns; the monitor opens the same index right after.
-            for slot, stream in enumerate(("stdout", "stderr")):
-                if stdio.log_fds[slot] >= 0:
-                    RotatingLog(stdio.log_dir, f"{cmd.name}.{stream}", cmd.log_config).close()
-        if cmd.kill_on_caller_exit:
-            read_end, self._lifeline = os.pipe2(os.O_CLOEXEC)
-            fds.append(read_end)
-            plan.lifeline_fd = read_end
-        return plan
-
     # -- exec into the task -------------------------------------------------
     def exec(self, argv: Sequence[str], timeout: Optional[float] = 5.0, env: Optional[Mapping[str, str]] = None,
              cwd: Optional[str] = None, user: Optional[str] = None,
              output_limit: int = DEFAULT_OUTPUT_LIMIT) -> ExecResult:
-        return run_exec(self, argv, timeout=timeout, env=env, cwd=cwd, user=user, output_limit=output_limit)
+        with self._exec_target() as target:
+            return run_exec(target, argv, timeout=timeout, env=env, cwd=cwd, user=user, output_limit=output_limit)
 
     def exec_streaming(self, argv: Sequence[str], stdin: bool = True, tty: bool = False,
                        env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                        user: Optional[str] = None) -> ExecProcess:
-        return start_streaming(self, argv, stdin=stdin, tty=tty, env=env, cwd=cwd, user=user)
+        with self._exec_target() as target:
+            return start_streaming(target, argv, stdin=stdin, tty=tty, env=env, cwd=cwd, user=user)
 
     exec.__doc__ = Executor.exec.__doc__
     exec_streaming.__doc__ = Executor.exec_streaming.__doc__
+
+    def _exec_target(self) -> ExecTarget:
+        """What an exec goes into: the task's monitor (a copy of this
+        executor's own pidfd: one opened by pid now could name a stranger),
+        its exec record and its cgroup. TaskExitedError once it exited."""
+        proc = self._running()
+        record = self._exec_identity()
+        dup = getattr(proc, "dup_pidfd", None)
+        pidfd = dup() if dup is not None and proc.result is None else -1
+        if pidfd < 0:
+            raise TaskExitedError("the task has exited; cannot exec into it")
+        target = ExecTarget(pid=proc.pid, pidfd=pidfd, record=record, cgroup=self._cgroup)
+        if proc.result is not None or readable(pidfd, 0):  # exited, not reaped yet
+            target.close()
+            raise TaskExitedError("the task has exited; cannot exec into it")
+        return target
 
     def _exec_identity(self) -> Dict[str, Any]:
         """The task's identity for exec: recorded at launch, or read back from
         task.json by a reattached executor."""
         if self._exec_record is None:
-            state_dir = self._state_dir
-            try:
-                assert state_dir is not None
-                with open(os.path.join(state_dir, STATE_FILE)) as f:
-                    record = json.load(f).get("exec")
-            except (AssertionError, OSError, ValueError, AttributeError):
-                record = None
+            state = read_task_json(self._state_dir) if self._state_dir is not None else None
+            record = state.get("exec") if state is not None else None
             if not isinstance(record, dict):
                 if self._proc is not None and self._proc.result is not None:
                     raise TaskExitedError("the task has exited; cannot exec into it")
@@ -301,7 +194,7 @@ class LinuxExecutor(Executor):
         return make_handle(self.kind, self.task_id, self.state_root, self.cgroup_parent, proc.pid,
                            proc.started_at)
 
-    def _adopt(self, handle: Dict[str, Any]) -> None:
+    def adopt(self, handle: Dict[str, Any]) -> None:
         with self._launch_lock:
             if self._cmd is not None or self._proc is not None:
                 raise PyexecError("this executor already has a task; reattach with a new one")
@@ -323,12 +216,6 @@ class LinuxExecutor(Executor):
             log.debug("reattached to task %s (monitor pid %d, %s)", task_id, handle["pid"],
                       "running" if pidfd >= 0 else "ended")
 
-    def _write_state(self, pid: int, started_at: float) -> None:
-        assert self._state_dir is not None and self.task_id is not None
-        before_pid, between, after = self._task_json
-        text = f"{before_pid}{pid!r}{between}{started_at!r}{after}"
-        write_atomically(os.path.join(self._state_dir, STATE_FILE), text.encode())
-
     def cleanup_stale(self, min_age: float = 60.0) -> List[str]:
         """Remove what crashed callers left behind under this executor's
         ``state_root`` and ``cgroup_parent``; returns the task ids cleaned.
@@ -348,12 +235,7 @@ class LinuxExecutor(Executor):
             raise ConfigError("min_age", min_age, "is not a number of seconds >= 0")
         cleaned: List[str] = []
         cgroups = set(task_names(self.cgroup_parent))
-        try:
-            # "ipam": pyexec.network's address leases, never a task (task ids end in -<hex>).
-            states = {entry for entry in os.listdir(self.state_root)
-                      if entry != "ipam" and self._is_our_state(entry)}
-        except FileNotFoundError:
-            states = set()
+        states = set(state_entries(self.state_root, self.cgroup_parent))
         now = time.time()
         for task_id in sorted(cgroups | states):
             state_dir = os.path.join(self.state_root, task_id)
@@ -372,15 +254,6 @@ class LinuxExecutor(Executor):
             shutil.rmtree(state_dir, ignore_errors=True)
             cleaned.append(task_id)
         return cleaned
-
-    def _is_our_state(self, task_id: str) -> bool:
-        """A state directory of this executor's cgroup parent (a record naming
-        another parent belongs to a differently configured executor)."""
-        try:
-            with open(os.path.join(self.state_root, task_id, STATE_FILE)) as f:
-                return json.load(f).get("cgroup_parent") == self.cgroup_parent
-        except (OSError, ValueError, AttributeError):
-            return os.path.isdir(os.path.join(self.state_root, task_id))
 
     @staticmethod
     def _abort(child: Child) -> None:

@@ -6,7 +6,7 @@ of its own, the program found by ``find_program``), its process object
 (``PopenProcess``, the one reap shared by every waiter) and how the task's
 processes are found for stats and kills: psutil's tree below the main process
 plus every process of its session (POSIX: a double-forked daemon stays in it)
-or of its Job Object (Windows; ``_windows`` holds all Windows-specific code).
+or of its Job Object (Windows; ``winjob`` holds all Windows-specific code).
 
 * cwd defaults to the task directory; ``user`` (POSIX; another user needs a
   root caller) comes from the host's /etc and sets USER/LOGNAME/HOME unless
@@ -45,8 +45,9 @@ from ..process import ExitResult, decode_wait_status, rusage_usage
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
 from ..users import TaskUser, resolve_user
-from . import _windows
-from .base import Executor, StdioFiles, check_host_isolation, prepare_task_dir, user_environment
+from . import winjob
+from .base import Executor
+from .taskfiles import StdioFiles, check_host_isolation, prepare_task_dir, user_environment
 from .lookup import find_program
 
 __all__ = ["PortableExecutor", "PopenProcess"]
@@ -113,14 +114,14 @@ class PopenProcess:
                     self._futures.remove(entry)
 
     def send_signal(self, sig: int) -> bool:
-        """Signal the main process (Windows: see ``_windows.send_signal``); False once it has exited."""
+        """Signal the main process (Windows: see ``winjob.send_signal``); False once it has exited."""
         with self._lock:
             if self._exited:
                 return False
             if _WINDOWS:
                 if self._popen.poll() is not None:
                     return False
-                _windows.send_signal(self._popen, sig)
+                winjob.send_signal(self._popen, sig)
                 return True
             try:
                 # An exited but unreaped process still "accepts" signals: ask first.
@@ -219,7 +220,7 @@ class PortableExecutor(Executor):
         super().__init__()
         self._collector: Optional[PidCollector] = None
         self._task: Optional[PopenProcess] = None  # = self._proc, but set before the reaper runs
-        self._job: Optional[_windows.JobObject] = None
+        self._job: Optional[winjob.JobObject] = None
         self._made_task_dir: Optional[str] = None
         self._last_usage: Optional[ResourceUsage] = None
 
@@ -240,13 +241,13 @@ class PortableExecutor(Executor):
         cwd = cmd.cwd or str(cmd.task_dir)
         stdio: Optional[StdioFiles] = None
         popen: Optional[subprocess.Popen] = None
-        job: Optional[_windows.JobObject] = None
+        job: Optional[winjob.JobObject] = None
         try:
             self._made_task_dir = prepare_task_dir(str(cmd.task_dir))
             if not os.path.isdir(cwd):
                 raise LaunchError("chdir", cwd, errno.ENOENT)
             if _WINDOWS:
-                job = _windows.JobObject(cmd.resources.memory)
+                job = winjob.JobObject(cmd.resources.memory)
             stdio = StdioFiles(cmd)
             started_at = time.time()
             popen = _popen(cmd, program, env, cwd, stdio.fds, user)  # (finally: ours are closed)
@@ -377,7 +378,7 @@ def _set_oom_score_adj(pid: int, value: int) -> None:
         raise LaunchError("oom_score_adj", path, exc.errno or errno.EIO) from None
 
 
-def _abort(popen: subprocess.Popen, job: Optional[_windows.JobObject]) -> None:
+def _abort(popen: subprocess.Popen, job: Optional[winjob.JobObject]) -> None:
     """Kill and reap a task whose launch failed after it started."""
     with contextlib.suppress(OSError):
         if job is not None:

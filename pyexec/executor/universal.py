@@ -18,29 +18,21 @@ cgroup, or the tree below the init (found again before each round).
 from __future__ import annotations
 
 import os
-import tempfile
-from typing import Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ..cgroups import may_create_cgroups
 from ..config import DEFAULT_PATH, ExecCommand
 from ..errors import ConfigError
-from ..shim import Credentials, SpawnPlan
-from ..users import resolve_user
-from .base import check_host_isolation, user_environment
-from .linux import DEFAULT_STATE_ROOT, LinuxExecutor, rlimit_plan
+from ..shim import SpawnPlan
+from ..users import TaskUser, resolve_user
+from .exec import exec_record
+from .launch import Identity, rlimit_plan, spawn_plan
+from .linux import LinuxExecutor
 from .lookup import find_program
+from .state import default_state_root
+from .taskfiles import check_host_isolation
 
-__all__ = ["UniversalExecutor", "default_state_root"]
-
-
-def default_state_root() -> str:
-    """/run/pyexec for root; a directory of the caller's own otherwise."""
-    if os.geteuid() == 0:
-        return DEFAULT_STATE_ROOT
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
-        return os.path.join(runtime, "pyexec")
-    return os.path.join(tempfile.gettempdir(), f"pyexec-{os.geteuid()}")
+__all__ = ["UniversalExecutor"]
 
 
 class UniversalExecutor(LinuxExecutor):
@@ -75,28 +67,23 @@ class UniversalExecutor(LinuxExecutor):
                 raise ConfigError(name, value, reason)
         return False
 
-    def _plan(self, cmd: ExecCommand) -> SpawnPlan:
+    def _plan(self, cmd: ExecCommand) -> Tuple[SpawnPlan, Dict[str, Any]]:
         check_host_isolation(cmd, self.kind)
-        env = dict(cmd.env or {})
-        credentials = None
+        user: Optional[TaskUser] = None
         if cmd.user is not None:
             user = resolve_user(cmd.user, "/")
             if os.geteuid() != 0 and (user.uid, user.gid) != (os.geteuid(), os.getegid()):
                 raise ConfigError("user", cmd.user, "can only be switched by a root caller")
-            env = user_environment(env, user)
-            credentials = Credentials(user.uid, user.gid, user.groups)
+        env = dict(cmd.env or {})
         search_path = env.get("PATH", DEFAULT_PATH)
-        program = find_program(cmd.argv[0], str(cmd.task_dir), search_path)
-        return SpawnPlan(
-            program=program,
-            argv=cmd.argv,
-            env=[f"{k}={v}" for k, v in env.items()],
-            search_path=search_path,
-            use_init=True,
-            subreaper=True,
-            rlimits=rlimit_plan(cmd.isolation.rlimits),
-            credentials=credentials,
+        identity = Identity(
+            user=user,
+            capabilities=None,
             no_new_privs=False,  # a host task keeps setuid programs working, as raw_exec does
-            cwd=cmd.cwd or str(cmd.task_dir),
+            rlimits=rlimit_plan(cmd.isolation.rlimits),
+            seccomp_filter=None,
             oom_score_adj=cmd.oom_score_adj,
         )
+        plan = spawn_plan(find_program(cmd.argv[0], str(cmd.task_dir), search_path), cmd.argv, env, search_path,
+                          cmd.cwd or str(cmd.task_dir), identity, subreaper=True)
+        return plan, exec_record(self.kind, cmd, plan, identity)
