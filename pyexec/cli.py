@@ -15,11 +15,12 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Union
 
 from .config import DEFAULT_PATH, Bridge, ExecCommand, Isolation, Mount, Resources
 from .errors import ConfigError, PyexecError
 from .executor import new_executor
+from .process import ExitResult
 
 EXIT_PYEXEC_ERROR = 125
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -41,7 +42,7 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     """Usage errors become one line and exit 125, like every other error."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CliError(message)
 
 
@@ -73,9 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _number_option(convert, what: str):
+def _number_option(convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
     """An argparse type that says which kind of number it wanted."""
-    def parse(text: str):
+    def parse(text: str) -> Any:
         try:
             return convert(text)
         except ValueError:
@@ -141,7 +142,7 @@ def _format_seconds(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.3f}s"
 
 
-def stats_line(result) -> str:
+def stats_line(result: ExitResult) -> str:
     usage = result.usage
     cpu = (f"cpu {_format_seconds(usage.cpu.usage_total_s)} (user {_format_seconds(usage.cpu.user_s)} "
            f"sys {_format_seconds(usage.cpu.system_s)})") if usage else "cpu n/a"

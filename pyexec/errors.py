@@ -47,7 +47,7 @@ class LaunchError(PyexecError, OSError):
         self.strerror = text
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class TaskExitedError(PyexecError):

@@ -90,7 +90,8 @@ class ContainerExecutor(LinuxExecutor):
         assert isolation.uid_map is not None and isolation.gid_map is not None
         # The task's root is an unprivileged host id: what it must write (its
         # monitor's exit record and logs, /local) becomes that id's.
-        owner = (host_id(isolation.uid_map, 0), host_id(isolation.gid_map, 0))
+        uid, gid = host_id(tuple(isolation.uid_map), 0), host_id(tuple(isolation.gid_map), 0)
+        assert uid is not None and gid is not None  # Isolation checks that the maps hold id 0
         assert self._state_dir is not None
         paths = [self._state_dir, os.path.join(str(cmd.task_dir), "local")]
         logs = os.path.join(str(cmd.task_dir), "logs")
@@ -100,7 +101,7 @@ class ContainerExecutor(LinuxExecutor):
                       if name.startswith(f"{cmd.name}.std")]
         for path in paths:
             if os.path.lexists(path):
-                os.lchown(path, *owner)
+                os.lchown(path, uid, gid)
         for name, idmap in (("uid_map", isolation.uid_map), ("gid_map", isolation.gid_map)):
             text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in idmap)
             try:
@@ -159,9 +160,10 @@ class ContainerExecutor(LinuxExecutor):
         lease, self._lease = self._lease, None
         try:
             if lease is not None:
-                network.release(lease)  # before the state dir goes: its lease is never "stale" meanwhile
-        except Exception as exc:  # the task is gone either way; cleanup_stale reclaims the rest
-            log.warning("task %s: releasing its network (%s) failed: %s", self.task_id, lease.ip, exc)
+                try:
+                    network.release(lease)  # before the state dir goes: its lease is never "stale" meanwhile
+                except Exception as exc:  # the task is gone either way; cleanup_stale reclaims the rest
+                    log.warning("task %s: releasing its network (%s) failed: %s", self.task_id, lease.ip, exc)
         finally:
             super()._teardown()
 

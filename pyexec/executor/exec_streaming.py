@@ -18,7 +18,7 @@ import os
 import stat
 import struct
 import warnings
-from typing import BinaryIO, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import Any, BinaryIO, List, Mapping, Optional, Sequence, Tuple, cast
 
 from ..errors import ConfigError, TaskExitedError
 from ..native import lib
@@ -49,7 +49,7 @@ class _PtyReader(io.RawIOBase):
     def fileno(self) -> int:
         return self._fd
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
         try:
             return os.readv(self._fd, [buffer])
         except OSError as exc:

@@ -28,7 +28,7 @@ from ..cgroups.devices import DeviceRule
 from ..config import ExecCommand, Resources
 from ..errors import ConfigError, PyexecError, TaskExitedError
 from ..handles import make_handle, open_identified
-from ..process import ExecResult, ExitResult
+from ..process import ExecResult, ExitResult, TaskHandle
 from ..shim import Child, SpawnPlan, abort, finish
 from ..stats.pidtree import PidCollector
 from ..stats.usage import ResourceUsage
@@ -319,7 +319,7 @@ class LinuxExecutor(Executor):
         if proc is not None and self._collector is not None:
             self._kill_tree(proc)
 
-    def _kill_tree(self, proc: TaskProcess) -> None:
+    def _kill_tree(self, proc: TaskHandle) -> None:
         """No cgroup: SIGKILL everything below the init, found again each round,
         until the init exits (it does once the task is gone, after killing
         whatever it adopted); the init itself last, if it is still there."""

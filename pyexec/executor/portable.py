@@ -247,7 +247,7 @@ class PortableExecutor(Executor):
             if not os.path.isdir(cwd):
                 raise LaunchError("chdir", cwd, errno.ENOENT)
             if _WINDOWS:
-                job = winjob.JobObject(cmd.resources.memory)
+                job = winjob.JobObject(_memory_bytes(cmd.resources))
             stdio = StdioFiles(cmd)
             started_at = time.time()
             popen = _popen(cmd, program, env, cwd, stdio.fds, user)  # (finally: ours are closed)
@@ -303,7 +303,7 @@ class PortableExecutor(Executor):
         if self._running().result is not None:
             raise TaskExitedError("the task has exited")
         if self._job is not None and resources.memory is not None:
-            self._job.set_memory_limit(resources.memory)
+            self._job.set_memory_limit(_memory_bytes(resources))
 
     # -- the end -----------------------------------------------------------
     def _kill_all(self) -> None:
@@ -359,6 +359,11 @@ def _popen(cmd: ExecCommand, program: str, env: Dict[str, str], cwd: str, fds: T
         # CPython names the cwd for every failure before exec (chdir, setgroups, setgid, setuid).
         step, path = ("credentials", str(cmd.user)) if user and os.path.isdir(cwd) else ("chdir", cwd)
         raise LaunchError(step, path, err) from None
+
+
+def _memory_bytes(resources: Resources) -> Optional[int]:
+    """``resources.memory`` in bytes (Resources has parsed a size text already)."""
+    return None if resources.memory is None else int(resources.memory)
 
 
 def _set_oom_score_adj(pid: int, value: int) -> None:

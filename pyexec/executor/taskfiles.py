@@ -79,11 +79,12 @@ class StdioFiles:
         try:
             stdin = given[0] if given[0] is not None else self._open("stdin_path", cmd.stdin_path or os.devnull,
                                                                      os.O_RDONLY)
-            out = []
+            out: List[int] = []
             for index, stream in ((1, "stdout"), (2, "stderr")):
                 path = getattr(cmd, f"{stream}_path")
-                if given[index] is not None:
-                    out.append(given[index])
+                fd = given[index]
+                if fd is not None:
+                    out.append(fd)
                 elif path is None and log_pipes:
                     out.append(self._log_pipe(index - 1, logs))
                 else:
