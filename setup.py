@@ -42,7 +42,11 @@ setup(
         "cgroupspy>=0.2",
         "pyroute2>=0.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # The static checks of `libexec/dev test`; not needed to run the tests (the VM has none).
+        "lint": ["mypy==2.4.1", "ruff==0.17.6", "types-psutil==7.2.2.20261122", "types-cffi==2.1.0.20261122"],
+    },
     entry_points={"console_scripts": ["pyexec=pyexec.cli:main"]},
     classifiers=[
         "Operating System :: POSIX :: Linux",

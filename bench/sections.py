@@ -247,7 +247,7 @@ def shutdown_cost(px: PyexecTool, processes: int, rounds: int, peers: Sequence[_
         peer._bundle("fork", ["/bin/sh", "-c", script], pids=processes + 64, memory=512 << 20)
         times, seen = [], []
         try:
-            for r in range(rounds):
+            for _round in range(rounds):
                 with peer.context(long_lived=True):
                     proc = peer._popen(peer.argv("fork", []))
                 cid = proc.args[-1]

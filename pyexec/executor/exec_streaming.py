@@ -49,7 +49,7 @@ class _PtyReader(io.RawIOBase):
     def fileno(self) -> int:
         return self._fd
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         try:
             return os.readv(self._fd, [buffer])
         except OSError as exc:

@@ -36,8 +36,14 @@ from .base import Executor
 from .exec import DEFAULT_OUTPUT_LIMIT, ExecTarget, run_exec
 from .exec_streaming import ExecProcess, start_streaming
 from .launch import spawn_into_cgroup, task_monitor_plan
-from .state import (DEFAULT_STATE_ROOT, read_task_json, remove_state_dir, state_entries, task_json_template,
-                    write_task_json)
+from .state import (
+    DEFAULT_STATE_ROOT,
+    read_task_json,
+    remove_state_dir,
+    state_entries,
+    task_json_template,
+    write_task_json,
+)
 from .taskfiles import StdioFiles, prepare_task_dir
 from .taskproc import AdoptedProcess, TaskProcess, readable
 

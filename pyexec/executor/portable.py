@@ -47,8 +47,8 @@ from ..stats.usage import ResourceUsage
 from ..users import TaskUser, resolve_user
 from . import winjob
 from .base import Executor
-from .taskfiles import StdioFiles, check_host_isolation, prepare_task_dir, user_environment
 from .lookup import find_program
+from .taskfiles import StdioFiles, check_host_isolation, prepare_task_dir, user_environment
 
 __all__ = ["PortableExecutor", "PopenProcess"]
 
