@@ -1,7 +1,7 @@
 """The mount plan: what the task's root looks like, as a list of operations.
 
 Python decides every path here, before the clone; the shim only runs the list
-in order (csrc/nsenter.c, ``run_mount_ops``). Two layouts:
+in order (csrc/mounts.c, ``px_run_mount_ops``). Two layouts:
 
 * host-mirror root (``Isolation.rootfs is None``): a small tmpfs with the host's
   /bin /sbin /lib* /usr /etc bound read-only (symlinks such as /bin -> usr/bin
