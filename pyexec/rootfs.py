@@ -23,12 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, List, Optional, Sequence, Tuple
 
-from . import _shim
 from .config import Device, ExecCommand
+from .native import lib
 
 __all__ = ["MountOp", "plan_mounts", "HOST_MIRROR_DIRS", "HOST_SECRETS"]
-
-lib = _shim.lib
 
 HOST_MIRROR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
 HOST_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
