@@ -8,7 +8,7 @@ import anywhere, imports it only where it parses capability names.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Tuple
+from typing import Iterable, Set, Tuple
 
 from .errors import ConfigError
 from .native import ffi, lib
@@ -39,7 +39,7 @@ def _number(name: str) -> int:
 
 def parse_capabilities(names: Iterable[str]) -> Tuple[str, ...]:
     """Canonical, sorted ``CAP_*`` names; accepts "net_bind_service", "CAP_KILL", "ALL"."""
-    out = set()
+    out: Set[str] = set()
     for raw in names:
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError("capabilities", raw, "is not a capability name")

@@ -116,7 +116,7 @@ _SETTLE_S = 2.0
 def _host_key(now: float) -> Hashable:
     """A value that changes whenever what plan_mounts reads from the host may
     have; a new object (equal to no cached key) while that is unsure."""
-    key = []
+    key: List[Optional[Tuple[int, int, int, int]]] = []
     for path in _HOST_DIRS:
         try:
             st = os.stat(path)
@@ -133,7 +133,7 @@ def _host_key(now: float) -> Hashable:
 def _host_mirror(host: Hashable) -> Tuple[Tuple[str, Optional[str]], ...]:
     """(name, symlink target or None for a directory) of each HOST_MIRROR_DIRS
     entry / has, as of ``host`` (see _host_key)."""
-    found = []
+    found: List[Tuple[str, Optional[str]]] = []
     for name in HOST_MIRROR_DIRS:
         path = f"/{name}"
         if os.path.islink(path):

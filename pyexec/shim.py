@@ -151,7 +151,7 @@ class _Keep:
     def __init__(self) -> None:
         self.items: List[Any] = []
 
-    def str(self, value: Optional[str]) -> Any:
+    def cstr(self, value: Optional[str]) -> Any:
         if value is None:
             return ffi.NULL
         data = _C_STRINGS.get(value)
@@ -163,7 +163,7 @@ class _Keep:
         return data
 
     def strv(self, values: Sequence[str]) -> Any:
-        pointers = [self.str(v) for v in values] + [ffi.NULL]
+        pointers = [self.cstr(v) for v in values] + [ffi.NULL]
         array = ffi.new("char *[]", pointers)
         self.items.append(array)
         return array
@@ -257,7 +257,7 @@ def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
     for name in _COPIED:
         setattr(cfg, name, getattr(plan, name))
     for name in _STRINGS:
-        setattr(cfg, name, keep.str(getattr(plan, name)))
+        setattr(cfg, name, keep.cstr(getattr(plan, name)))
 
     cfg.place_paths = keep.strv(plan.place_paths)
     cfg.n_place_paths = len(plan.place_paths)
@@ -269,10 +269,10 @@ def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
         ops[i].kind = op.kind
         ops[i].bind_flags = op.bind_flags
         ops[i].flags = op.flags
-        ops[i].source = keep.str(op.source)
-        ops[i].target = keep.str(op.target)
-        ops[i].fstype = keep.str(op.fstype)
-        ops[i].data = keep.str(op.data)
+        ops[i].source = keep.cstr(op.source)
+        ops[i].target = keep.cstr(op.target)
+        ops[i].fstype = keep.cstr(op.fstype)
+        ops[i].data = keep.cstr(op.data)
     cfg.mounts = ops
     cfg.n_mounts = len(plan.mounts)
 
@@ -282,7 +282,7 @@ def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
         limits[i].resource = resource
         limits[i].soft = soft
         limits[i].hard = hard
-        limits[i].name = keep.str(name)
+        limits[i].name = keep.cstr(name)
     cfg.rlimits = limits
     cfg.n_rlimits = len(plan.rlimits)
 
@@ -327,7 +327,7 @@ def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
         cfg.monitor_exe_fd = mon.exe_fd
         # [0] is the status pipe, which px_spawn makes itself.
         cfg.monitor_fds = [-1, mon.state_dir_fd, mon.log_dir_fd, mon.stdout_fd, mon.stderr_fd, mon.lifeline_fd]
-        cfg.log_name = keep.str(mon.log_name)
+        cfg.log_name = keep.cstr(mon.log_name)
         cfg.log_max_size = mon.log_max_size
         cfg.log_max_files = mon.log_max_files
     if plan.oom_score_adj is not None:
