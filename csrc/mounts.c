@@ -2,8 +2,8 @@
  * mounts.c — the child's mount stage: it runs the plan's mount operations.
  *
  * pyexec/rootfs.py decides the whole plan in Python (struct px_mount_op
- * records with absolute paths: the kernel file systems, the host mirror or a
- * rootfs bind, the user's mounts, pivot_root, then the masked and read-only
+ * records with absolute paths: the host mirror or a rootfs bind, the kernel
+ * file systems, the user's mounts, pivot_root, then the masked and read-only
  * paths); this file only executes it, in array order, in the child's new
  * mount namespace (after nsenter.c made / private), before the task starts.
  * It decides nothing the plan does not say, except what the kernel forces:
@@ -17,7 +17,8 @@
  *
  * Like the rest of the child it allocates nothing and takes no locks; a
  * failing operation reports through px_fail() (csrc/error.c) with its step
- * (PX_STEP_MOUNT ... PX_STEP_REMOUNT) and the path it worked on.
+ * (PX_STEP_MOUNT, _BIND, _MKDIR, _SYMLINK, _PIVOT_ROOT, _MASK, _READONLY or
+ * _REMOUNT) and the path it worked on.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
