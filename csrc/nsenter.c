@@ -4,8 +4,9 @@
  * Python builds a complete plan (struct px_config: clone flags, a list of mount
  * operations with absolute paths, ids, capability masks, argv/envp) and calls
  * px_spawn() (csrc/spawn.c, the parent side). From the clone on, the child
- * runs only this file and csrc/task.c: no Python, no malloc, no stdio, no
- * glibc wrappers that take locks or broadcast to threads (setxid, fork). By
+ * runs only this file, csrc/mounts.c (the mount plan), csrc/task.c (the
+ * task's own steps and exec) and csrc/error.c (its error report): no Python,
+ * no malloc, no stdio, no glibc wrappers that take locks or broadcast to threads (setxid, fork). By
  * default the child runs in the caller's own memory (CLONE_VM, on a stack
  * spawn.c mapped for it; it writes nothing of the caller's but its launching
  * thread's errno, while that thread waits in spawn.c); else it is a copy of
@@ -54,8 +55,10 @@
  * exec's command as "the task" (see join_task for the extra fork a joined
  * pid namespace needs). Its monitor gets only the status pipe and a lifeline.
  *
- * Error convention: every failing step calls px_fail(step, errno, path); nothing
- * else reports.
+ * Error convention: every failing step calls px_fail(step, errno, path)
+ * (csrc/error.c); nothing else reports. The calls between the units go one
+ * way: this file hands over to px_run_mount_ops and px_run_task, which call
+ * nothing back here.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
@@ -73,238 +76,17 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/statvfs.h> /* ST_* flag names for statfs.f_flags */
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-
 /* ------------------------------------------------------------------------ */
-/* Child-side error reporting: one record, then exit.                        */
-/* ------------------------------------------------------------------------ */
-
-/* Thread-local: a child that shares the caller's memory shares the launching
- * thread's TLS too, and other threads may launch at the same time. The parent
- * sets it before the clone (px_child_prepare); initial-exec, so reading it in
- * the child never goes through __tls_get_addr (which may allocate). */
-static __thread int child_error_fd __attribute__((tls_model("initial-exec"))) = -1;
-
-void px_child_prepare(int error_fd)
-{
-    child_error_fd = error_fd;
-}
-
-static size_t str_copy(char *dst, size_t cap, const char *src)
-{
-    size_t n = 0;
-    if (src)
-        while (src[n] && n + 1 < cap) {
-            dst[n] = src[n];
-            n++;
-        }
-    dst[n] = 0;
-    return n;
-}
-
-void px_fail(int step, int err, const char *detail)
-{
-    struct px_error rec;
-    memset(&rec, 0, sizeof rec);
-    rec.step = step;
-    rec.err = err;
-    str_copy(rec.detail, sizeof rec.detail, detail);
-    if (child_error_fd >= 0) {
-        /* Smaller than PIPE_BUF: the write is atomic or fails whole. */
-        ssize_t unused = write(child_error_fd, &rec, sizeof rec);
-        (void)unused;
-    }
-    _exit(127);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Stage: network — bring up loopback in a fresh net namespace.              */
-/* ------------------------------------------------------------------------ */
-
-static void loopback_up(void)
-{
-    struct ifreq ifr;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        px_fail(PX_STEP_LOOPBACK, errno, "lo");
-    memset(&ifr, 0, sizeof ifr);
-    str_copy(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-        px_fail(PX_STEP_LOOPBACK, errno, "lo");
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-        px_fail(PX_STEP_LOOPBACK, errno, "lo");
-    close(s);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Stage: mounts — run the plan's operations in order.                       */
-/* ------------------------------------------------------------------------ */
-
-/* The per-mount flags a remount must repeat (the kernel refuses to clear locked ones). */
-static unsigned long kept_mount_flags(const char *path)
-{
-    struct statfs st;
-    unsigned long flags = 0;
-    if (statfs(path, &st) < 0)
-        return 0;
-    if (st.f_flags & ST_NOSUID)
-        flags |= MS_NOSUID;
-    if (st.f_flags & ST_NODEV)
-        flags |= MS_NODEV;
-    if (st.f_flags & ST_NOEXEC)
-        flags |= MS_NOEXEC;
-    if (st.f_flags & ST_NOATIME)
-        flags |= MS_NOATIME;
-    if (st.f_flags & ST_NODIRATIME)
-        flags |= MS_NODIRATIME;
-    if (st.f_flags & ST_RELATIME)
-        flags |= MS_RELATIME;
-    return flags;
-}
-
-static int remount_readonly(const char *target, unsigned long extra)
-{
-    return mount(NULL, target, NULL,
-                 MS_REMOUNT | MS_BIND | MS_RDONLY | extra | kept_mount_flags(target), NULL);
-}
-
-/* Create target as the same kind of object as source (directory or file). */
-static int make_like(const struct stat *src, const char *target)
-{
-    if (S_ISDIR(src->st_mode)) {
-        if (mkdir(target, 0755) < 0 && errno != EEXIST)
-            return -1;
-        return 0;
-    }
-    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);
-    if (fd < 0) {
-        struct stat existing;
-        return stat(target, &existing) == 0 ? 0 : -1;
-    }
-    close(fd);
-    return 0;
-}
-
-static void op_bind(const struct px_mount_op *op)
-{
-    struct stat st;
-    if (stat(op->source, &st) < 0) {
-        if (op->bind_flags & PX_BIND_OPTIONAL)
-            return;
-        px_fail(PX_STEP_BIND, errno, op->source);
-    }
-    if (make_like(&st, op->target) < 0)
-        px_fail(PX_STEP_BIND, errno, op->target);
-    unsigned long flags = MS_BIND | ((op->bind_flags & PX_BIND_RECURSIVE) ? MS_REC : 0);
-    if (mount(op->source, op->target, NULL, flags, NULL) < 0)
-        px_fail(PX_STEP_BIND, errno, op->target);
-    if ((op->bind_flags & PX_BIND_RDONLY) && remount_readonly(op->target, op->flags) < 0)
-        px_fail(PX_STEP_REMOUNT, errno, op->target);
-}
-
-static void op_pivot(const char *new_root)
-{
-    /* pivot_root(".", "."): the old root stacks under the new one and is detached at once. */
-    if (chdir(new_root) < 0)
-        px_fail(PX_STEP_PIVOT_ROOT, errno, new_root);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        px_fail(PX_STEP_PIVOT_ROOT, errno, new_root);
-    if (umount2(".", MNT_DETACH) < 0)
-        px_fail(PX_STEP_PIVOT_ROOT, errno, "old root");
-    if (chdir("/") < 0)
-        px_fail(PX_STEP_PIVOT_ROOT, errno, "/");
-}
-
-static void op_mask(const char *target)
-{
-    struct stat st;
-    if (stat(target, &st) < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return;
-        px_fail(PX_STEP_MASK, errno, target);
-    }
-    int rc;
-    if (S_ISDIR(st.st_mode))
-        rc = mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555");
-    else
-        rc = mount("/dev/null", target, NULL, MS_BIND, NULL);
-    if (rc < 0)
-        px_fail(PX_STEP_MASK, errno, target);
-}
-
-static void op_readonly(const char *target)
-{
-    if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return;
-        px_fail(PX_STEP_READONLY, errno, target);
-    }
-    if (remount_readonly(target, 0) < 0)
-        px_fail(PX_STEP_READONLY, errno, target);
-}
-
-static void run_mount_ops(const struct px_config *cfg)
-{
-    for (int i = 0; i < cfg->n_mounts; i++) {
-        const struct px_mount_op *op = &cfg->mounts[i];
-        switch (op->kind) {
-        case PX_OP_MOUNT:
-            if (mount(op->source, op->target, op->fstype, op->flags, op->data) < 0)
-                px_fail(PX_STEP_MOUNT, errno, op->target);
-            break;
-        case PX_OP_BIND:
-            op_bind(op);
-            break;
-        case PX_OP_MKDIR:
-            if (mkdir(op->target, 0755) < 0 && errno != EEXIST)
-                px_fail(PX_STEP_MKDIR, errno, op->target);
-            break;
-        case PX_OP_SYMLINK:
-            if (symlink(op->source, op->target) < 0 && errno != EEXIST)
-                px_fail(PX_STEP_SYMLINK, errno, op->target);
-            break;
-        case PX_OP_PIVOT:
-            op_pivot(op->target);
-            break;
-        case PX_OP_MASK:
-            op_mask(op->target);
-            break;
-        case PX_OP_READONLY:
-            op_readonly(op->target);
-            break;
-        case PX_OP_REMOUNT:
-            if (mount(NULL, op->target, NULL, MS_REMOUNT | MS_BIND | op->flags | kept_mount_flags(op->target),
-                      NULL) < 0)
-                px_fail(PX_STEP_REMOUNT, errno, op->target);
-            break;
-        default:
-            px_fail(PX_STEP_MOUNT, EINVAL, "unknown mount operation");
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Stage: pid 1 — reap, forward signals, exit with the task's status.        */
+/* Stage: user namespace — become its root.                                  */
 /* ------------------------------------------------------------------------ */
 
 /*
- * The init runs in the caller's memory (or a copy of it) until it execs the
- * monitor: harden_init makes it hold as little as possible meanwhile. Not
- * dumpable (no ptrace or /proc/1/mem for the task); its capabilities stay
- * until the exec, which leaves the monitor only the bounding set, CAP_KILL:
- * enough to forward signals to a task running as another user.
- */
-/*
- * Stage: in a new user namespace (its maps written by the parent before the
- * go), become its root. Until then the child is the caller's host uid, which
- * the namespace does not map: it could not create a file (EOVERFLOW), and the
+ * In a new user namespace (its maps written by the parent before the go),
+ * become its root. Until then the child is the caller's host uid, which the
+ * namespace does not map: it could not create a file (EOVERFLOW), and the
  * monitor would lose CAP_KILL there across its exec.
  */
 static void become_userns_root(const struct px_config *cfg)
@@ -320,6 +102,41 @@ static void become_userns_root(const struct px_config *cfg)
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Stage: network — bring up loopback in a fresh net namespace.              */
+/* ------------------------------------------------------------------------ */
+
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
+    memset(&ifr, 0, sizeof ifr);
+    px_str_copy(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        px_fail(PX_STEP_LOOPBACK, errno, "lo");
+    close(s);
+}
+
+/* (Stage: mounts — csrc/mounts.c, px_run_mount_ops.) */
+
+/* ------------------------------------------------------------------------ */
+/* Stage: the init — start the task, hold nothing of the caller's.           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The init runs in the caller's memory (or a copy of it) until it execs the
+ * monitor: harden_init makes it hold as little as possible meanwhile. Not
+ * dumpable (no ptrace or /proc/1/mem for the task); its capabilities stay
+ * until the exec, which leaves the monitor only the bounding set, CAP_KILL:
+ * enough to forward signals to a task running as another user.
+ */
+
+/* Overwrite [start, end) of our memory with text (NULL: zeros); 0, 0: skip. */
 static void blank(uint64_t start, uint64_t end, const char *text)
 {
     if (start == 0 || end <= start)
@@ -328,7 +145,7 @@ static void blank(uint64_t start, uint64_t end, const char *text)
     size_t len = (size_t)(end - start);
     memset(area, 0, len);
     if (text)
-        str_copy(area, len, text);
+        px_str_copy(area, len, text);
 }
 
 static void harden_init(const struct px_launch *l)
@@ -375,14 +192,18 @@ static int task_entry(void *cfg)
     px_run_task((const struct px_config *)cfg); /* resets the blocked mask before exec */
 }
 
+/* ------------------------------------------------------------------------ */
+/* Stage: become the monitor.                                                */
+/* ------------------------------------------------------------------------ */
+
 /*
- * Stage: become the monitor. The init runs in the caller's memory (or a copy
- * of it); the monitor (csrc/monitor.c) is a small program of its own, so the
- * task's parent costs tens of KB and holds nothing of the caller's. Its inputs go to
- * fixed fds (PX_MON_FD_*), everything else is closed; the executable is
- * reached by fd because after pivot_root its path is gone. The error pipe
- * stays open (close-on-exec) until the exec: a failure is reported like any
- * other step, and its EOF tells the parent that task and monitor both run.
+ * The init runs in the caller's memory (or a copy of it); the monitor
+ * (csrc/monitor.c) is a small program of its own, so the task's parent costs
+ * tens of KB and holds nothing of the caller's. Its inputs go to fixed fds
+ * (PX_MON_FD_*), everything else is closed; the executable is reached by fd
+ * because after pivot_root its path is gone. The error pipe stays open
+ * (close-on-exec) until the exec: a failure is reported like any other step,
+ * and its EOF tells the parent that task and monitor both run.
  */
 static char *fmt_u64(char *buf, size_t cap, uint64_t value)
 {
@@ -407,15 +228,15 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
             px_fail(PX_STEP_MONITOR, errno, "fcntl");
     }
     int exe = fcntl(cfg->monitor_exe_fd, F_DUPFD_CLOEXEC, 64);
-    int err = fcntl(child_error_fd, F_DUPFD_CLOEXEC, 64);
+    int err = fcntl(px_error_fd(), F_DUPFD_CLOEXEC, 64);
     if (exe < 0 || err < 0)
         px_fail(PX_STEP_MONITOR, errno, "fcntl");
     syscall(SYS_close_range, 3U, 63U, 0);
-    child_error_fd = dup3(err, PX_MON_FD_LIFELINE + 2, O_CLOEXEC);
+    px_set_error_fd(dup3(err, PX_MON_FD_LIFELINE + 2, O_CLOEXEC)); /* failures report there from now on */
     for (int i = 0; i < n; i++)
         if (parked[i] >= 0 && dup2(parked[i], PX_MON_FD_STATUS + i) < 0)
             px_fail(PX_STEP_MONITOR, errno, "dup2");
-    if (dup3(exe, PX_MON_FD_LIFELINE + 1, O_CLOEXEC) < 0 || child_error_fd < 0)
+    if (dup3(exe, PX_MON_FD_LIFELINE + 1, O_CLOEXEC) < 0 || px_error_fd() < 0)
         px_fail(PX_STEP_MONITOR, errno, "dup3");
     syscall(SYS_close_range, (unsigned)PX_MON_FD_LIFELINE + 3, ~0U, 0);
 
@@ -434,11 +255,15 @@ static void __attribute__((noreturn)) exec_monitor(const struct px_config *cfg, 
     px_fail(PX_STEP_MONITOR, errno, "pyexec-monitor");
 }
 
+/* ------------------------------------------------------------------------ */
+/* Stage: join a running task (exec into it).                                */
+/* ------------------------------------------------------------------------ */
+
 /*
- * Stage: join a running task (exec into it), instead of namespaces, hostname
- * and mounts. One setns() on the task's pidfd joins all of cfg->clone_flags
- * at once (kernel >= 5.8); with the mount namespace comes the namespace's
- * root, which is the root the task pivoted into, and cwd "/".
+ * Instead of namespaces, hostname and mounts. One setns() on the task's pidfd
+ * joins all of cfg->clone_flags at once (kernel >= 5.8); with the mount
+ * namespace comes the namespace's root, which is the root the task pivoted
+ * into, and cwd "/".
  *
  * A joined pid namespace holds only our future children. The command's
  * orphans go to the nearest subreaper *in their own pid namespace*, else to
@@ -476,6 +301,10 @@ static void join_task(const struct px_launch *l)
     harden_init(l);
     exec_monitor(cfg, inner, -1, 0, 0);
 }
+
+/* ------------------------------------------------------------------------ */
+/* The child's course: the stages above, in the order of the diagram.        */
+/* ------------------------------------------------------------------------ */
 
 static void wait_for_go(int sync_fd)
 {
@@ -524,7 +353,7 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
             loopback_up();
         if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
             px_fail(PX_STEP_PROPAGATION, errno, "/");
-        run_mount_ops(cfg);
+        px_run_mount_ops(cfg);
 
         if (hold)
             wait_for_go(sync_fd);

@@ -1,10 +1,14 @@
 /*
- * pyexec.h — the one header shared by the C shim (csrc/nsenter.c) and Python.
+ * pyexec.h — the one header shared by the C shim and Python: the parent side
+ * (csrc/spawn.c), the child side (csrc/nsenter.c, csrc/mounts.c, csrc/task.c,
+ * csrc/error.c), the monitor (csrc/monitor.c) and pyexec/shim.py.
  *
  * Everything between the BEGIN CDEF and END CDEF markers is also fed to cffi's
  * cdef() by pyexec/_build_shim.py, so the config layout, the step numbers and
  * the op kinds exist exactly once. Keep that region in the C subset cffi parses:
  * plain structs, integer #defines, prototypes; no includes, no expressions.
+ * pyexec/shim.py fills struct px_config from cffi's view of it, and
+ * tests/test_shim_config.py fails when a field here has no filler there.
  */
 #ifndef PYEXEC_H
 #define PYEXEC_H
@@ -202,15 +206,17 @@ struct px_exit {
 int px_spawn(const struct px_config *cfg, struct px_child *out);
 void px_finish(const struct px_config *cfg, struct px_child *child);
 void px_abort(struct px_child *child);
+/* csrc/error.c: the name of a px_error's step, for the parent's report. */
 const char *px_step_name(int step);
 
 /* END CDEF */
 
 #ifdef PX_SHIM_INTERNAL
 /*
- * Between the parent side (csrc/spawn.c) and the child side (csrc/nsenter.c);
- * not part of the Python interface. A shared-memory child finds this record at
- * the top of its own stack, a copied child in its copy of the parent's stack.
+ * Between the parent side (csrc/spawn.c) and the child side (csrc/nsenter.c
+ * and the units it runs); not part of the Python interface. A shared-memory
+ * child finds this record at the top of its own stack, a copied child in its
+ * copy of the parent's stack.
  */
 struct px_launch {
     const struct px_config *cfg;
@@ -240,16 +246,31 @@ struct px_launch {
 #define PR_CAP_AMBIENT_CLEAR_ALL 4
 #endif
 
-/* The child's entry; never returns. */
-int px_child_start(void *launch);
-/* Called by the parent in the launching thread before the clone: the error
- * fd the child reports to (thread-local, so concurrent launches from several
- * threads each have their own even when their children share memory). */
-void px_child_prepare(int error_fd);
-/* The child's one way to fail: a px_error record on its error pipe, then _exit(127). */
-void __attribute__((noreturn)) px_fail(int step, int err, const char *detail);
+#include <stddef.h>
+
+/* Hidden: calls between the shim's own files are direct, so the child never
+ * goes through the dynamic linker's lazy binding (PLT) to reach them. */
+#define PX_HIDDEN __attribute__((visibility("hidden")))
+
+/*
+ * csrc/error.c, a leaf: the child's error channel. The parent sets the error
+ * fd in the launching thread before the clone (thread-local, so concurrent
+ * launches from several threads each have their own even when their children
+ * share memory); the init moves it once (exec_monitor). px_fail is the
+ * child's one way to fail: a px_error record on that fd, then _exit(127).
+ */
+PX_HIDDEN void px_set_error_fd(int error_fd);
+PX_HIDDEN int px_error_fd(void);
+PX_HIDDEN void __attribute__((noreturn)) px_fail(int step, int err, const char *detail);
+/* Copies at most cap - 1 bytes of src (NULL: none) and a NUL; returns the length. */
+PX_HIDDEN size_t px_str_copy(char *dst, size_t cap, const char *src);
+
+/* csrc/nsenter.c: the child's entry (clone's fn); never returns. */
+PX_HIDDEN int px_child_start(void *launch);
+/* csrc/mounts.c: run cfg->mounts in order. */
+PX_HIDDEN void px_run_mount_ops(const struct px_config *cfg);
 /* csrc/task.c: the task's own steps and its exec; never returns. */
-void __attribute__((noreturn)) px_run_task(const struct px_config *cfg);
+PX_HIDDEN void __attribute__((noreturn)) px_run_task(const struct px_config *cfg);
 
 #endif /* PX_SHIM_INTERNAL */
 

@@ -367,7 +367,7 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)cfg->cgroup_fd;
     }
-    px_child_prepare(err_p[1]);
+    px_set_error_fd(err_p[1]);
     sigset_t saved_mask;
     block_signals(&saved_mask);
     long pid = -ENOSYS;
@@ -427,38 +427,4 @@ fail:
     close_pair(status_p);
     unmap_stack(out);
     return -saved_errno;
-}
-
-const char *px_step_name(int step)
-{
-    switch (step) {
-    case PX_STEP_SYNC: return "sync";
-    case PX_STEP_HOSTNAME: return "sethostname";
-    case PX_STEP_LOOPBACK: return "loopback";
-    case PX_STEP_PROPAGATION: return "make-rprivate";
-    case PX_STEP_MOUNT: return "mount";
-    case PX_STEP_BIND: return "bind";
-    case PX_STEP_MKDIR: return "mkdir";
-    case PX_STEP_SYMLINK: return "symlink";
-    case PX_STEP_PIVOT_ROOT: return "pivot_root";
-    case PX_STEP_MASK: return "mask";
-    case PX_STEP_READONLY: return "readonly";
-    case PX_STEP_FORK: return "fork";
-    case PX_STEP_STDIO: return "stdio";
-    case PX_STEP_RLIMIT: return "setrlimit";
-    case PX_STEP_CHDIR: return "chdir";
-    case PX_STEP_SETGROUPS: return "setgroups";
-    case PX_STEP_SETGID: return "setgid";
-    case PX_STEP_SETUID: return "setuid";
-    case PX_STEP_CAPS: return "capabilities";
-    case PX_STEP_NO_NEW_PRIVS: return "no_new_privs";
-    case PX_STEP_EXEC: return "exec";
-    case PX_STEP_SETSID: return "setsid";
-    case PX_STEP_REMOUNT: return "remount";
-    case PX_STEP_OOM_SCORE: return "oom_score_adj";
-    case PX_STEP_MONITOR: return "monitor";
-    case PX_STEP_SECCOMP: return "seccomp";
-    case PX_STEP_SETNS: return "setns";
-    default: return "setup";
-    }
 }

@@ -2,7 +2,8 @@
  * task.c — the child's last stage: the task's own process, from its clone to
  * its exec. It runs in the memory of its init (CLONE_VM|CLONE_VFORK, see
  * nsenter.c), so, like the rest of the child, it allocates nothing and takes
- * no locks; a failing step reports through px_fail().
+ * no locks; a failing step reports through px_fail() (csrc/error.c), the
+ * only other unit it calls.
  *
  * Order matters: the bounding set needs CAP_SETPCAP, so it goes before the
  * user switch; capabilities after it (keepcaps); no_new_privs, then the signal

@@ -182,6 +182,9 @@ _PRELUDE = """
 
 
 HEADERS = ("pyexec.h", "logmon.h")  # their CDEF regions, in this order
+# The parent side, the child's units (nsenter.c hands over to mounts.c and
+# task.c; all three report through error.c) and the log rotation.
+SOURCES = ("spawn.c", "nsenter.c", "mounts.c", "task.c", "error.c", "logmon.c")
 
 
 def shared_cdef(headers: "tuple[str, ...]" = HEADERS) -> str:
@@ -216,7 +219,7 @@ ffibuilder.cdef(shared_cdef() + _SYSTEM_CONSTANTS + syscall_cdef())
 ffibuilder.set_source(
     "pyexec._shim",
     _PRELUDE,
-    sources=[str((CSRC / name).relative_to(ROOT)) for name in ("nsenter.c", "task.c", "spawn.c", "logmon.c")],
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     libraries=["cap"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],

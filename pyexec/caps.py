@@ -2,13 +2,16 @@
 
 Names and numbers come from libcap (linked into the shim), so no capability
 number is written down here; only Docker's default *choice* of names is.
+Importing this module loads the shim (Linux only): pyexec.config, which must
+import anywhere, imports it only where it parses capability names.
 """
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterable, Tuple
+from typing import Iterable, Set, Tuple
 
 from .errors import ConfigError
+from .native import ffi, lib
 
 __all__ = ["DEFAULT_CAPABILITIES", "parse_capabilities", "capability_mask", "last_cap", "names_of_mask"]
 
@@ -20,29 +23,23 @@ DEFAULT_CAPABILITIES: Tuple[str, ...] = (
 )
 
 
-def _shim():
-    from . import _shim  # compiled by setup.py
-    return _shim
-
-
 @lru_cache(maxsize=None)
 def last_cap() -> int:
     """The highest capability number this kernel knows (libcap asks the kernel)."""
-    return int(_shim().lib.cap_max_bits()) - 1
+    return int(lib.cap_max_bits()) - 1
 
 
 @lru_cache(maxsize=None)
 def _number(name: str) -> int:
-    shim = _shim()
-    value = shim.ffi.new("cap_value_t *")
-    if shim.lib.cap_from_name(name.lower().encode(), value) != 0 or value[0] > last_cap():
+    value = ffi.new("cap_value_t *")
+    if lib.cap_from_name(name.lower().encode(), value) != 0 or value[0] > last_cap():
         raise ConfigError("capabilities", name, "is not a capability this kernel knows")
     return int(value[0])
 
 
 def parse_capabilities(names: Iterable[str]) -> Tuple[str, ...]:
     """Canonical, sorted ``CAP_*`` names; accepts "net_bind_service", "CAP_KILL", "ALL"."""
-    out = set()
+    out: Set[str] = set()
     for raw in names:
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError("capabilities", raw, "is not a capability name")
@@ -66,11 +63,10 @@ def capability_mask(names: Iterable[str]) -> int:
 
 @lru_cache(maxsize=64)  # a mask's names never change; every launch asks for the same few
 def names_of_mask(mask: int) -> Tuple[str, ...]:
-    shim = _shim()
     out = []
     for cap in range(last_cap() + 1):
         if mask >> cap & 1:
-            ptr = shim.lib.cap_to_name(cap)
-            out.append(shim.ffi.string(ptr).decode().upper())
-            shim.lib.cap_free(ptr)
+            ptr = lib.cap_to_name(cap)
+            out.append(ffi.string(ptr).decode().upper())
+            lib.cap_free(ptr)
     return tuple(out)

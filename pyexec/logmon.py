@@ -1,10 +1,11 @@
 """Rotated log files of a task, for callers that hand their own fifos or pipes.
 
 This module owns the Python face of the rotation written once in C
-(csrc/logmon.c, compiled into ``pyexec._shim``; the per-task monitor process
-uses the same code): ``RotatingLog`` writes ``<base>.0``, ``<base>.1``, ... in
-one directory, and ``LogMon`` pumps a stdout and a stderr fifo (or pipe) into
-``<name>.stdout.N`` / ``<name>.stderr.N`` from one background thread.
+(csrc/logmon.c, compiled into the shim and reached through ``pyexec.native``;
+the per-task monitor process uses the same code): ``RotatingLog`` writes
+``<base>.0``, ``<base>.1``, ... in one directory, and ``LogMon`` pumps a
+stdout and a stderr fifo (or pipe) into ``<name>.stdout.N`` /
+``<name>.stderr.N`` from one background thread.
 ``libexec/pyexec-logmon`` runs a ``LogMon`` in a process of its own.
 
 Rules (see csrc/logmon.h): a file is rotated before it passes
@@ -38,14 +39,12 @@ import termios
 import threading
 from typing import Dict, List, Optional, Tuple, Union
 
-from . import _shim
 from .config import LogConfig
+from .native import ffi, lib
 
 __all__ = ["RotatingLog", "LogMon", "CHUNK"]
 
 log = logging.getLogger(__name__)
-ffi = _shim.ffi
-lib = _shim.lib
 
 CHUNK = 64 * 1024  #: bytes read from a stream at a time
 _PathLike = Union[str, "os.PathLike[str]"]

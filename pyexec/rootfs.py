@@ -1,7 +1,7 @@
 """The mount plan: what the task's root looks like, as a list of operations.
 
 Python decides every path here, before the clone; the shim only runs the list
-in order (csrc/nsenter.c, ``run_mount_ops``). Two layouts:
+in order (csrc/mounts.c, ``px_run_mount_ops``). Two layouts:
 
 * host-mirror root (``Isolation.rootfs is None``): a small tmpfs with the host's
   /bin /sbin /lib* /usr /etc bound read-only (symlinks such as /bin -> usr/bin
@@ -23,12 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import FrozenSet, Hashable, List, Optional, Sequence, Tuple
 
-from . import _shim
 from .config import Device, ExecCommand
+from .native import lib
 
 __all__ = ["MountOp", "plan_mounts", "HOST_MIRROR_DIRS", "HOST_SECRETS"]
-
-lib = _shim.lib
 
 HOST_MIRROR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc")
 HOST_SECRETS = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
@@ -118,7 +116,7 @@ _SETTLE_S = 2.0
 def _host_key(now: float) -> Hashable:
     """A value that changes whenever what plan_mounts reads from the host may
     have; a new object (equal to no cached key) while that is unsure."""
-    key = []
+    key: List[Optional[Tuple[int, int, int, int]]] = []
     for path in _HOST_DIRS:
         try:
             st = os.stat(path)
@@ -135,7 +133,7 @@ def _host_key(now: float) -> Hashable:
 def _host_mirror(host: Hashable) -> Tuple[Tuple[str, Optional[str]], ...]:
     """(name, symlink target or None for a directory) of each HOST_MIRROR_DIRS
     entry / has, as of ``host`` (see _host_key)."""
-    found = []
+    found: List[Tuple[str, Optional[str]]] = []
     for name in HOST_MIRROR_DIRS:
         path = f"/{name}"
         if os.path.islink(path):

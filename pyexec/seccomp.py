@@ -3,7 +3,7 @@
 It owns pyexec's default profile (the effect of Docker's default profile for
 the task's capabilities), reading OCI runtime-spec and Docker seccomp
 profiles (JSON), and compiling a profile into the classic BPF program the
-shim loads (``SpawnPlan.seccomp_filter``; ``load_seccomp`` in csrc/nsenter.c):
+shim loads (``SpawnPlan.seccomp_filter``; ``load_seccomp`` in csrc/task.c):
 last before execve, after no_new_privs; without no_new_privs, before the
 capabilities drop (the kernel wants CAP_SYS_ADMIN then), like runc.
 
@@ -37,16 +37,15 @@ import re
 from functools import lru_cache
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
-from . import _shim
 from .config import Isolation
 from .errors import ConfigError
+from .native import lib
 from .seccomp_bpf import INSN, MAX_INSNS, Cond, Rule, assemble, instructions
 
 __all__ = ["compile_profile", "default_profile", "load_profile", "filter_for", "syscall_number",
            "instructions", "MAX_INSNS"]
 
 log = logging.getLogger(__name__)
-lib = _shim.lib
 
 _MAX_ERRNO, _U64 = 4095, (1 << 64) - 1
 

@@ -50,9 +50,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from . import _shim
-
-lib = _shim.lib
+from .native import lib
 
 MAX_INSNS = int(lib.BPF_MAXINSNS)
 INSN = struct.Struct("=HBBI")          # struct px_bpf_insn / struct sock_filter

@@ -7,22 +7,28 @@ placement, release, the wait for the exec), finishing a child parked for the
 caller's own work (``finish``), and turning the child's error record into a
 ``LaunchError``. Failures of the parent's own calls are ``OSError``s naming
 the call, like benchexec's libc layer.
+
+``struct px_config`` is declared once, in csrc/pyexec.h. ``_fill`` copies
+every field that has a ``SpawnPlan`` field of the same name generically
+(found at import in cffi's view of the struct); only the fields that need a
+conversion are filled by hand, and ``_CONVERTED`` lists them.
+tests/test_shim_config.py fails when a C field has neither, or when a field of
+the plan is never read.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
 import signal
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import _shim
+from .caps import last_cap
 from .errors import LaunchError
+from .native import ffi, lib
 from .rootfs import MountOp
-
-ffi = _shim.ffi
-lib = _shim.lib
 
 __all__ = ["SpawnPlan", "Credentials", "CapabilitySets", "Child", "spawn", "finish", "abort", "abort_setup"]
 
@@ -67,7 +73,9 @@ class MonitorPlan:
 
 @dataclass
 class SpawnPlan:
-    """Everything the child does, decided in advance; see csrc/pyexec.h for meanings."""
+    """Everything the child does, decided in advance; see csrc/pyexec.h for
+    meanings. A field named like a struct px_config field (an integer, a bool
+    or a string) is copied into it as it is; the others are in _CONVERTED."""
 
     program: str
     argv: Sequence[str]
@@ -103,16 +111,27 @@ class Child:
     string it points to) until the launch is over: the child may be running in
     this process's memory until then. fds are the caller's to close."""
 
-    def __init__(self, state, keep: "_Keep", cfg, place_paths: Sequence[str] = ()) -> None:
-        self._state = state          # struct px_child
+    def __init__(self, state: Any, keep: "_Keep", cfg: Any, place_paths: Sequence[str] = ()) -> None:
+        self._state = state          # struct px_child *
         self._keep: Optional[_Keep] = keep
-        self._cfg = cfg
+        self._cfg = cfg              # struct px_config *, None once the launch is over
         self.place_paths = tuple(place_paths)
 
-    pid = property(lambda self: self._state.pid)
-    pidfd = property(lambda self: self._state.pidfd)
-    status_fd = property(lambda self: self._state.status_fd)
-    parked = property(lambda self: bool(self._state.parked))
+    @property
+    def pid(self) -> int:
+        return int(self._state.pid)
+
+    @property
+    def pidfd(self) -> int:
+        return int(self._state.pidfd)
+
+    @property
+    def status_fd(self) -> int:
+        return int(self._state.status_fd)
+
+    @property
+    def parked(self) -> bool:
+        return bool(self._state.parked)
 
     def _release_memory(self) -> None:
         if self._state.done:
@@ -130,9 +149,9 @@ class _Keep:
     """Holds cdata for as long as the child may read it."""
 
     def __init__(self) -> None:
-        self.items: list = []
+        self.items: List[Any] = []
 
-    def str(self, value: Optional[str]):
+    def cstr(self, value: Optional[str]) -> Any:
         if value is None:
             return ffi.NULL
         data = _C_STRINGS.get(value)
@@ -143,8 +162,8 @@ class _Keep:
         self.items.append(data)
         return data
 
-    def strv(self, values: Sequence[str]):
-        pointers = [self.str(v) for v in values] + [ffi.NULL]
+    def strv(self, values: Sequence[str]) -> Any:
+        pointers = [self.cstr(v) for v in values] + [ffi.NULL]
         array = ffi.new("char *[]", pointers)
         self.items.append(array)
         return array
@@ -163,21 +182,86 @@ def caller_areas() -> Tuple[Tuple[int, int], Tuple[int, int]]:
     return (values[0], values[1]), (values[2], values[3])
 
 
-def _fill(plan: SpawnPlan, keep: _Keep):
+def _is_integer(ctype: Any) -> bool:
+    return ctype.kind == "primitive" and ctype.cname not in ("char", "float", "double", "long double", "_Bool")
+
+
+def _generic_fields(converted: Sequence[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(integer fields, string fields) of struct px_config that ``_fill`` copies
+    from the ``SpawnPlan`` field of the same name: integers (Python bools are
+    ints to cffi) and arrays of them as they are, ``char *`` through ``_Keep``."""
+    plan_fields = {f.name for f in dataclasses.fields(SpawnPlan)}
+    integers, strings = [], []
+    for name, field in ffi.typeof("struct px_config").fields:
+        ctype = field.type
+        if name in converted or name not in plan_fields:
+            continue
+        if _is_integer(ctype) or ctype.kind == "array" and _is_integer(ctype.item):
+            integers.append(name)
+        elif ctype.kind == "pointer" and ctype.item.cname == "char":
+            strings.append(name)
+    return tuple(integers), tuple(strings)
+
+
+# The fields of struct px_config that _fill sets by hand, and from what: the
+# ones with no plan field of their name, or whose value needs converting.
+_CONVERTED: Dict[str, str] = {
+    "monitor_exe_fd": "plan.monitor.exe_fd; -1 without a monitor",
+    "monitor_fds": "the MonitorPlan's fds, [0] left to px_spawn (the status pipe)",
+    "log_name": "plan.monitor.log_name",
+    "log_max_size": "plan.monitor.log_max_size",
+    "log_max_files": "plan.monitor.log_max_files",
+    "place_paths": "plan.place_paths as a NULL-terminated char *[]",
+    "n_place_paths": "len(plan.place_paths)",
+    "share_memory": "SHARE_MEMORY of this module, not the plan",
+    "mounts": "plan.mounts as struct px_mount_op[]",
+    "n_mounts": "len(plan.mounts)",
+    "rlimits": "plan.rlimits as struct px_rlimit[]",
+    "n_rlimits": "len(plan.rlimits)",
+    "set_user": "plan.credentials is not None",
+    "uid": "plan.credentials.uid",
+    "gid": "plan.credentials.gid",
+    "groups": "plan.credentials.groups as uint32_t[]",
+    "n_groups": "len(plan.credentials.groups)",
+    "set_caps": "plan.capabilities is not None",
+    "last_cap": "plan.capabilities.last_cap, else this kernel's (caps.last_cap)",
+    "cap_bounding": "plan.capabilities.bounding",
+    "cap_effective": "plan.capabilities.effective",
+    "cap_permitted": "plan.capabilities.permitted",
+    "cap_inheritable": "plan.capabilities.inheritable",
+    "cap_ambient": "plan.capabilities.ambient",
+    "caller_args": "this process's argv area (caller_areas), with an init",
+    "caller_env": "this process's environ area (caller_areas), with an init",
+    "seccomp_filter": "plan.seccomp_filter (packed instructions) as struct px_bpf_insn[]",
+    "seccomp_len": "the number of instructions in plan.seccomp_filter",
+    "oom_score_adj": "plan.oom_score_adj; None: 0, not set",
+    "set_oom_score": "plan.oom_score_adj is not None",
+    "argv": "plan.argv as a NULL-terminated char *[]",
+    "envp": "plan.env as a NULL-terminated char *[]",
+}
+# Found once, at import: _fill runs at every launch.
+_COPIED, _STRINGS = _generic_fields(tuple(_CONVERTED))
+
+
+def _fill(plan: SpawnPlan, keep: _Keep) -> Any:
+    """A struct px_config * for ``plan``; ``keep`` holds it and all it points to."""
     cfg = ffi.new("struct px_config *")
     keep.items.append(cfg)
-    cfg.clone_flags = plan.clone_flags
-    cfg.use_init = int(plan.use_init)
-    cfg.subreaper = int(plan.subreaper)
-    cfg.wait_for_parent = int(plan.wait_for_parent)
-    cfg.hold_task = int(plan.hold_task)
-    cfg.cgroup_fd = plan.cgroup_fd
+    _fill_config(cfg, plan, keep)
+    return cfg
+
+
+def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
+    """Set every field of ``cfg``: the generic ones, then those of _CONVERTED
+    (tests/test_shim_config.py records which, so assign whole fields only)."""
+    for name in _COPIED:
+        setattr(cfg, name, getattr(plan, name))
+    for name in _STRINGS:
+        setattr(cfg, name, keep.cstr(getattr(plan, name)))
+
     cfg.place_paths = keep.strv(plan.place_paths)
     cfg.n_place_paths = len(plan.place_paths)
-    cfg.share_memory = int(SHARE_MEMORY)
-    cfg.hostname = keep.str(plan.hostname)
-    cfg.loopback_up = int(plan.loopback_up)
-    cfg.make_private = int(plan.make_private)
+    cfg.share_memory = SHARE_MEMORY
 
     ops = ffi.new("struct px_mount_op[]", max(1, len(plan.mounts)))
     keep.items.append(ops)
@@ -185,10 +269,10 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         ops[i].kind = op.kind
         ops[i].bind_flags = op.bind_flags
         ops[i].flags = op.flags
-        ops[i].source = keep.str(op.source)
-        ops[i].target = keep.str(op.target)
-        ops[i].fstype = keep.str(op.fstype)
-        ops[i].data = keep.str(op.data)
+        ops[i].source = keep.cstr(op.source)
+        ops[i].target = keep.cstr(op.target)
+        ops[i].fstype = keep.cstr(op.fstype)
+        ops[i].data = keep.cstr(op.data)
     cfg.mounts = ops
     cfg.n_mounts = len(plan.mounts)
 
@@ -198,7 +282,7 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         limits[i].resource = resource
         limits[i].soft = soft
         limits[i].hard = hard
-        limits[i].name = keep.str(name)
+        limits[i].name = keep.cstr(name)
     cfg.rlimits = limits
     cfg.n_rlimits = len(plan.rlimits)
 
@@ -218,7 +302,8 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         cfg.cap_permitted = caps.permitted
         cfg.cap_inheritable = caps.inheritable
         cfg.cap_ambient = caps.ambient
-    cfg.no_new_privs = int(plan.no_new_privs)
+    else:
+        cfg.last_cap = last_cap()
     cfg.seccomp_filter = ffi.NULL
     cfg.seccomp_len = 0
     if plan.seccomp_filter:
@@ -230,39 +315,26 @@ def _fill(plan: SpawnPlan, keep: _Keep):
         keep.items.append(insns)
         cfg.seccomp_filter = insns
         cfg.seccomp_len = len(plan.seccomp_filter) // size
-    cfg.join_pidfd = plan.join_pidfd
-    cfg.set_ctty = int(plan.set_ctty)
-    cfg.join_netns_fd = plan.join_netns_fd
     cfg.monitor_exe_fd = -1
-    if plan.use_init:
-        args, env = caller_areas()
-        cfg.caller_args = list(args)
-        cfg.caller_env = list(env)
     cfg.monitor_fds = [-1] * 6
     if plan.use_init:
         mon = plan.monitor
         if mon is None:
             raise ValueError("use_init needs a MonitorPlan")
+        args, env = caller_areas()
+        cfg.caller_args = args
+        cfg.caller_env = env
         cfg.monitor_exe_fd = mon.exe_fd
         # [0] is the status pipe, which px_spawn makes itself.
         cfg.monitor_fds = [-1, mon.state_dir_fd, mon.log_dir_fd, mon.stdout_fd, mon.stderr_fd, mon.lifeline_fd]
-        cfg.log_name = keep.str(mon.log_name)
+        cfg.log_name = keep.cstr(mon.log_name)
         cfg.log_max_size = mon.log_max_size
         cfg.log_max_files = mon.log_max_files
-    if plan.capabilities is None:
-        from .caps import last_cap
-        cfg.last_cap = last_cap()
     if plan.oom_score_adj is not None:
         cfg.set_oom_score = 1
         cfg.oom_score_adj = plan.oom_score_adj
-    for i in range(3):
-        cfg.stdio[i] = plan.stdio[i]
-    cfg.cwd = keep.str(plan.cwd)
-    cfg.program = keep.str(plan.program)
-    cfg.search_path = keep.str(plan.search_path)
     cfg.argv = keep.strv(plan.argv)
     cfg.envp = keep.strv(plan.env)
-    return cfg
 
 
 def spawn(plan: SpawnPlan) -> Child:
