@@ -67,6 +67,9 @@
 #define PX_OP_MASK      6   /* hide target: /dev/null over a file, empty read-only tmpfs over a dir; ENOENT is fine */
 #define PX_OP_READONLY  7   /* bind target on itself read-only; ENOENT is fine */
 #define PX_OP_REMOUNT   8   /* remount target with flags (MS_REMOUNT added) */
+#define PX_OP_MKNOD     9   /* mknod(target, flags = st_mode: file type | permissions, bind_flags = the device
+                               number as the kernel's new_encode_dev(major, minor)); EEXIST is fine */
+#define PX_OP_CHOWN    10   /* lchown(target, uid = flags >> 32, gid = flags & 0xffffffff) */
 
 #define PX_BIND_RDONLY     1
 #define PX_BIND_RECURSIVE  2
