@@ -495,6 +495,9 @@ def test_the_leak_check_catches_every_kind_of_leak(tmp_path):
     inner = tmp_path / "inner"
     inner.mkdir()
     shutil.copy(Path(__file__).with_name("conftest.py"), inner / "conftest.py")
+    # conftest's machinery, found next to it as in tests/.
+    shutil.copytree(Path(__file__).with_name("support"), inner / "support",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (inner / "test_leaky.py").write_text(LEAKY_TESTS)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
