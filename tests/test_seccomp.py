@@ -1,5 +1,5 @@
-"""Seccomp: the BPF generator (checked by a small BPF interpreter here), the
-default profile and JSON profiles, in real container tasks (root only).
+"""Seccomp: the BPF generator (checked by a small BPF interpreter, support/bpf.py),
+the default profile and JSON profiles, in real container tasks (root only).
 
 The interpreter runs a compiled program over a hand-made struct seccomp_data,
 so argument comparisons, the arch / x32 checks and rule order are checked for
@@ -11,25 +11,24 @@ for every number and for arguments on every condition's boundaries.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import math
 import os
 import platform
 import random
 import signal
-import struct
 import sys
 
 import pytest
 
 from pyexec import Isolation
-from pyexec._shim import lib
 from pyexec.caps import DEFAULT_CAPABILITIES, parse_capabilities
 from pyexec.errors import ConfigError
+from pyexec.native import lib
 from pyexec.seccomp import (MAX_INSNS, compile_profile, default_profile, filter_for, instructions,
                             load_profile, syscall_number)
 from pyexec.seccomp import _rules as parse_rules  # the rules the programs are made of
+from support.bpf import JA, JEQ, JGE, LD, RET, check_jumps, emulate, execute
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="container tasks need root")
@@ -43,62 +42,11 @@ X32 = lib.PX_X32_SYSCALL_BIT
 GETPPID = syscall_number("getppid")
 GETCWD = syscall_number("getcwd")
 U64 = (1 << 64) - 1
-LD = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
-JA = lib.BPF_JMP | lib.BPF_JA
-JEQ, JGE = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K, lib.BPF_JMP | lib.BPF_JGE | lib.BPF_K
-RET = lib.BPF_RET | lib.BPF_K
 ALL_NUMBERS = sorted({int(getattr(lib, n)) for n in dir(lib) if n.startswith("__NR_")})
 
 
 def errno_ret(err: int) -> int:
     return lib.SECCOMP_RET_ERRNO | err
-
-
-# -- a classic BPF interpreter, as far as seccomp filters go ---------------------------------
-
-@functools.lru_cache(maxsize=8)
-def decoded(program: bytes):
-    insns = instructions(program)
-    assert 0 < len(insns) <= MAX_INSNS
-    assert insns[-1][0] == RET
-    return insns
-
-
-def execute(program: bytes, nr: int, args=(), arch: int = None):
-    """What the kernel's filter would return for this syscall (checked like the kernel
-    does), the instructions executed, and those executed before the first argument
-    load (or all): what the kernel runs per number when it builds its action cache."""
-    args = list(args) + [0] * (6 - len(args))
-    data = struct.pack("=IIQ6Q", nr & 0xFFFFFFFF, lib.PX_AUDIT_ARCH if arch is None else arch, 0, *args)
-    insns = decoded(program)
-    pc, acc, executed, before_args = 0, 0, 0, None
-    while True:
-        code, jt, jf, k = insns[pc]
-        executed += 1
-        if code == LD:
-            assert k % 4 == 0 and k + 4 <= len(data)
-            if k >= lib.PX_SECCOMP_ARGS_OFFSET and before_args is None:
-                before_args = executed - 1
-            acc = struct.unpack_from("=I", data, k)[0]
-            pc += 1
-        elif code == lib.BPF_ALU | lib.BPF_AND | lib.BPF_K:
-            acc &= k
-            pc += 1
-        elif code == JA:
-            pc += 1 + k
-        elif code & 0x07 == lib.BPF_JMP:
-            test = {lib.BPF_JEQ: acc == k, lib.BPF_JGT: acc > k, lib.BPF_JGE: acc >= k,
-                    lib.BPF_JSET: acc & k != 0}[code & 0xF0]
-            pc += 1 + (jt if test else jf)
-        elif code == RET:
-            return k, executed, executed if before_args is None else before_args
-        else:
-            raise AssertionError(f"unexpected instruction {code:#x} at {pc}")
-        assert pc < len(insns), "jumped past the end"
-
-
-def emulate(program: bytes, nr: int, args=(), arch: int = None) -> int:
-    return execute(program, nr, args, arch)[0]
 
 
 def profile(*rules, default="SCMP_ACT_ALLOW", **extra) -> dict:
@@ -409,18 +357,6 @@ def argument_vectors(rules, nr, rng, randomly=300):
     ordered = {i: sorted(pool) for i, pool in pools.items()}
     vectors += [[rng.choice(ordered[i]) for i in range(6)] for _ in range(randomly)]
     return vectors
-
-
-def check_jumps(program: bytes) -> None:
-    """What the kernel checks before it takes a program (bpf_check_classic, seccomp_check_filter)."""
-    insns = instructions(program)
-    for pc, (code, jt, jf, k) in enumerate(insns):
-        assert code in (LD, lib.BPF_ALU | lib.BPF_AND | lib.BPF_K, JA, JEQ, JGE, RET,
-                        lib.BPF_JMP | lib.BPF_JGT | lib.BPF_K, lib.BPF_JMP | lib.BPF_JSET | lib.BPF_K), pc
-        if code == JA:
-            assert pc + 1 + k < len(insns), pc
-        elif code & 0x07 == lib.BPF_JMP:
-            assert pc + 1 + max(jt, jf) < len(insns), pc
 
 
 def check_against_rules(prof, caps=(), randomly=300) -> bytes:
