@@ -1,4 +1,4 @@
-"""Shared fixtures: a leak check around every test, a task directory, ``run``.
+"""Shared fixtures: a leak check around every test, root-only tests, a task directory, ``run``.
 
 ``no_leaks`` (autouse) snapshots the host before each test and fails the test
 if anything launched by it outlives it: processes (descendants, and new ones
@@ -7,6 +7,10 @@ cgroups -- support/leaks.py says exactly what counts. Dying processes get a
 short grace (``PYEXEC_TEST_LEAK_GRACE``, 1s by default). Leaked processes are
 SIGKILLed after being reported, so one failure does not cascade into the
 following tests.
+
+Tests that need root carry the ``needs_root`` marker (a module's
+``pytestmark = pytest.mark.needs_root``); when we are not root they are
+skipped with ``ROOT_REASON``, or with the reason the marker gives.
 """
 from __future__ import annotations
 
@@ -31,14 +35,21 @@ IS_ROOT = os.geteuid() == 0
 ROOT_REASON = "the container executor needs root (namespaces, mounts, pivot_root)"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip the container suite as a whole when we are not root."""
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "needs_root(reason=ROOT_REASON): the test needs root (namespaces, mounts, cgroups); "
+                   "skipped, with the reason, when we are not root")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Skip the tests marked ``needs_root`` when we are not root."""
     if IS_ROOT:
         return
-    skip = pytest.mark.skip(reason=ROOT_REASON)
     for item in items:
-        if Path(str(item.fspath)).name.startswith(("test_container", "test_cli")):
-            item.add_marker(skip)
+        marker = item.get_closest_marker("needs_root")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else ROOT_REASON)
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -7,7 +7,6 @@ state directory was made.
 """
 from __future__ import annotations
 
-import os
 import resource
 
 import pytest
@@ -173,9 +172,8 @@ def test_all_capabilities():
 
 # -- errors raised by launch(), before anything exists ----------------------------------------
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="launching a container needs root")
-
-
+# The container executor refuses a caller without CAP_SYS_ADMIN before it looks at the user.
+@pytest.mark.needs_root
 @pytest.mark.parametrize("user, reason", [
     ("no-such-user-pyexec", "is not a user in /etc/passwd"),
     ("nobody:no-such-group-pyexec", "names a group not in /etc/group"),
@@ -192,7 +190,7 @@ def test_unknown_user_is_refused_by_launch_before_anything_is_made(tmp_path, use
     assert ex.pid is None
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_unopenable_stdout_is_a_config_error_and_leaves_nothing(tmp_path):
     task_dir = tmp_path / "task"
     state_root = tmp_path / "state"

@@ -1,7 +1,7 @@
 """How a task is isolated: namespaces, its root file system, capabilities, users, masks.
 
 Every property is read from the kernel inside a real container (/proc/self/status,
-mountinfo, failing syscalls), root only (conftest skips the module otherwise).
+mountinfo, failing syscalls), root only (the module is marked needs_root).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from pyexec import ExecCommand, Isolation, Mount, new_executor
 from pyexec.config import DEFAULT_MASKED_PATHS
 from pyexec.errors import ConfigError, LaunchError
+
+pytestmark = pytest.mark.needs_root  # every property is read inside a container task
 
 DEFAULT_CAPS = "00000000a80425fb"        # Docker's default set for root
 NET_BIND_SERVICE = "0000000000000400"

@@ -30,8 +30,6 @@ from pyexec.seccomp import (MAX_INSNS, compile_profile, default_profile, filter_
 from pyexec.seccomp import _rules as parse_rules  # the rules the programs are made of
 from support.bpf import JA, JEQ, JGE, LD, RET, check_jumps, emulate, execute
 
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="container tasks need root")
 PY = "/usr/bin/python3"
 needs_python = pytest.mark.skipif(not os.path.exists(PY), reason="needs /usr/bin/python3 (seen through /usr)")
 
@@ -553,7 +551,7 @@ def write_profile(tmp_path, prof, name="profile.json") -> str:
     return str(path)
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_default_profile_blocks_the_escape_syscalls(run):
     names = ["open_by_handle_at", "init_module", "finit_module", "kexec_load", "bpf", "keyctl", "add_key",
@@ -565,7 +563,7 @@ def test_default_profile_blocks_the_escape_syscalls(run):
     assert json.loads(out) == {n: [-1, errno.EPERM] for n in names}
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_default_profile_blocks_namespaces_and_mounts(run):
     result, out, err = run(["sh", "-c", "unshare -U true; echo U=$?; unshare -Ur unshare -m true; echo Ur=$?; "
                             "unshare -m true; echo m=$?; mount -t tmpfs x /tmp; echo mount=$?"])
@@ -573,7 +571,7 @@ def test_default_profile_blocks_namespaces_and_mounts(run):
     assert err.count("unshare failed: Operation not permitted") == 3
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_without_seccomp_a_user_namespace_regains_capabilities(run):
     # The escape the default profile is there for: new user namespace, then full caps in it.
     result, out, err = run(["sh", "-c", "unshare -Ur unshare -m true; echo Ur=$?"],
@@ -581,7 +579,7 @@ def test_without_seccomp_a_user_namespace_regains_capabilities(run):
     assert out.split() == ["Ur=0"], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_plain_programs_threads_and_fork_work(run):
     script = ("import os, threading; t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
@@ -594,7 +592,7 @@ def test_plain_programs_threads_and_fork_work(run):
     assert out.split("\n")[:2] == ["thread", "child 7"]
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.parametrize("seccomp, want", [("default", errno.ENOSYS), (None, errno.EINVAL)])
 def test_clone3_says_enosys_so_glibc_falls_back(run, seccomp, want):
@@ -603,7 +601,7 @@ def test_clone3_says_enosys_so_glibc_falls_back(run, seccomp, want):
     assert out.split() == ["-1", str(want)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_default_filter_also_without_no_new_privs(run):
     # Loaded before the capabilities drop then: the kernel wants CAP_SYS_ADMIN without no_new_privs.
@@ -613,7 +611,7 @@ def test_default_filter_also_without_no_new_privs(run):
         assert out.split() == ["-1", str(errno.EPERM)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_an_oci_profile_file(run, tmp_path):
     path = write_profile(tmp_path, {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
@@ -624,7 +622,7 @@ def test_an_oci_profile_file(run, tmp_path):
     assert out.strip() == "unshared"                      # the file replaces the default profile
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_docker_profile_file_with_includes_caps(run, tmp_path):
     path = write_profile(tmp_path, {
@@ -642,7 +640,7 @@ def test_a_docker_profile_file_with_includes_caps(run, tmp_path):
     assert (result.exit_code, out) == (0, "/\n"), err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
     # getppid ignores its arguments, and the filter sees them: arg1 picks the op, arg0 is compared.
@@ -661,7 +659,7 @@ def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
         assert got[k] == want, op
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_300_rule_profile_loads_and_works(run, tmp_path):
     rules = [rule("getppid", errnoRet=i + 1, args=[arg(0, "SCMP_CMP_EQ", i * 0x100000001)]) for i in range(300)]
@@ -672,7 +670,7 @@ def test_a_300_rule_profile_loads_and_works(run, tmp_path):
     assert out.split() == ["1", "2", "151", "300", str(errno.EACCES)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_profile_with_hops_loads_and_works(run, tmp_path):
     # Hundreds of ranges and JA hops, in the kernel. The rules hold only for a sixth
@@ -689,7 +687,7 @@ def test_a_profile_with_hops_loads_and_works(run, tmp_path):
     assert out.split() == [str(1 + nr % 100) for nr in probes] + ["True"], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.skipif(not lib.PX_X32_SYSCALL_BIT, reason="no x32 ABI on this architecture")
 def test_x32_syscall_numbers_kill_the_task(run):
@@ -699,7 +697,7 @@ def test_x32_syscall_numbers_kill_the_task(run):
     assert result.signal == signal.SIGSYS
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="i386 int 0x80 is x86_64's foreign ABI")
 def test_the_i386_abi_kills_the_task(run):
@@ -715,7 +713,7 @@ def test_the_i386_abi_kills_the_task(run):
     assert result.signal == signal.SIGSYS and out == ""
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_kill_process_action(run, tmp_path):
     path = write_profile(tmp_path, profile(rule("getppid", "SCMP_ACT_KILL_PROCESS")))
@@ -724,7 +722,7 @@ def test_kill_process_action(run, tmp_path):
     assert out == "before\n" and result.signal == signal.SIGSYS
 
 
-@needs_root
+@pytest.mark.needs_root
 @pytest.mark.parametrize("content, reason", [
     ("{not json", "is not JSON"),
     (json.dumps(profile(rule("getcwd", "SCMP_ACT_BOGUS"))), "unknown action 'SCMP_ACT_BOGUS'"),
