@@ -100,7 +100,9 @@ def test_ipc_namespace_is_private(run):
     result, out, _ = run(["readlink", "/proc/self/ns/ipc", "/proc/self/ns/uts", "/proc/self/ns/mnt",
                           "/proc/self/ns/net"])
     assert result.exit_code == 0
-    for line, kind in zip(out.split(), ("ipc", "uts", "mnt", "net")):
+    links = out.split()
+    assert len(links) == 4, out                   # zip() below would stop at a short output
+    for line, kind in zip(links, ("ipc", "uts", "mnt", "net")):
         assert line != os.readlink(f"/proc/self/ns/{kind}")
 
 
