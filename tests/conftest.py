@@ -36,6 +36,7 @@ ROOT_REASON = "the container executor needs root (namespaces, mounts, pivot_root
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register ``needs_root``, so that ``--strict-markers`` takes it and ``-m`` can select by it."""
     config.addinivalue_line(
         "markers", "needs_root(reason=ROOT_REASON): the test needs root (namespaces, mounts, cgroups); "
                    "skipped, with the reason, when we are not root")
