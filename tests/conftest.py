@@ -1,251 +1,56 @@
-"""Shared fixtures: a leak check around every test, a task directory, ``run``.
+"""Shared fixtures: a leak check around every test, root-only tests, a task directory, ``run``.
 
 ``no_leaks`` (autouse) snapshots the host before each test and fails the test
-if anything launched by it outlives it:
+if anything launched by it outlives it: processes (descendants, and new ones
+in other pid namespaces), mounts, state directories under /run/pyexec, pyexec
+cgroups -- support/leaks.py says exactly what counts. Dying processes get a
+short grace (``PYEXEC_TEST_LEAK_GRACE``, 1s by default). Leaked processes are
+SIGKILLed after being reported, so one failure does not cascade into the
+following tests.
 
-(a) descendant processes of the test process (zombies included: an unreaped
-    child is a leak too);
-(b) processes in a pid namespace other than ours that were not there before
-    (a container whose init escaped us); one whose first ancestor in our
-    namespace is outside our own tree and older than the test belongs to
-    some other program on the host (say, a second test run): not counted;
-(c) new lines in our /proc/self/mountinfo;
-(d) new entries under the default state root /run/pyexec;
-(e) new directories under /sys/fs/cgroup/*/ (depth <= 4) whose name contains
-    "pyexec", and the task cgroups below them (the executors' kept parent,
-    /sys/fs/cgroup/<hierarchy>/pyexec itself, is not a leak).
-
-Dying processes get a short grace (about 1s of polling). When nothing leaked
-a check costs one snapshot, so the fixture is cheap enough for every test.
-Leaked processes are SIGKILLed after being reported, so one failure does not
-cascade into the following tests.
+Tests that need root carry the ``needs_root`` marker (a module's
+``pytestmark = pytest.mark.needs_root``); when we are not root they are
+skipped with ``ROOT_REASON``, or with the reason the marker gives.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
+from typing import Iterator, List, Optional
 
 import psutil
 import pytest
 
-STATE_ROOT = "/run/pyexec"
-CGROUP_ROOT = "/sys/fs/cgroup"
+from support import leaks
+
 LEAK_GRACE = float(os.environ.get("PYEXEC_TEST_LEAK_GRACE", "1.0"))  # seconds
 
 IS_ROOT = os.geteuid() == 0
 ROOT_REASON = "the container executor needs root (namespaces, mounts, pivot_root)"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Skip the container suite as a whole when we are not root."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Register ``needs_root``, so that ``--strict-markers`` takes it and ``-m`` can select by it."""
+    config.addinivalue_line(
+        "markers", "needs_root(reason=ROOT_REASON): the test needs root (namespaces, mounts, cgroups); "
+                   "skipped, with the reason, when we are not root")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """Skip the tests marked ``needs_root`` when we are not root."""
     if IS_ROOT:
         return
-    skip = pytest.mark.skip(reason=ROOT_REASON)
     for item in items:
-        if Path(str(item.fspath)).name.startswith(("test_container", "test_cli")):
-            item.add_marker(skip)
-
-
-# -- snapshots ------------------------------------------------------------------
-
-ProcKey = Tuple[int, int]  # (pid, start time in clock ticks): immune to pid reuse
-
-
-def _stat_fields(pid: int) -> Optional[List[str]]:
-    """Fields of /proc/<pid>/stat from the state on (comm may hold spaces and ')')."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
-
-
-def _pid_ns(pid: int) -> Optional[str]:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def _all_pids() -> List[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def _proc_key(pid: int) -> Optional[ProcKey]:
-    fields = _stat_fields(pid)
-    return (pid, int(fields[19])) if fields else None
-
-
-def _describe(pid: int) -> str:
-    try:
-        proc = psutil.Process(pid)
-        cmdline = " ".join(proc.cmdline()) or proc.name()
-        return f"pid {pid} [{proc.status()}] {cmdline!r}"
-    except psutil.Error:
-        return f"pid {pid} (gone)"
-
-
-def _processes() -> Dict[ProcKey, str]:
-    """Every process on the host: (pid, start time) -> its pid namespace."""
-    out: Dict[ProcKey, str] = {}
-    for pid in _all_pids():
-        ns = _pid_ns(pid)
-        key = _proc_key(pid)
-        if ns is not None and key is not None:
-            out[key] = ns
-    return out
-
-
-def _owned_by_someone_else(pid: int, our_ns: str, mine: Set[int], old: Set[ProcKey]) -> bool:
-    """True when the first ancestor of ``pid`` in our pid ns is an older stranger.
-
-    A container's processes hang below its init, whose parent is the program
-    that launched it. When that launcher is neither this test process nor one
-    of its descendants, existed before the test and is not pid 1 (the adopter
-    of orphans), the container is another program's (a second test run, say).
-    A young launcher that is not ours (the host-side monitor of another run's
-    exec into its task) is looked through: its own ancestors decide.
-    """
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        fields = _stat_fields(pid)
-        if fields is None:
-            return False
-        parent = int(fields[1])
-        if parent <= 1:
-            return False  # an orphan: nobody owns it, so it is ours to report
-        if _pid_ns(parent) == our_ns:
-            if parent in mine or _proc_key(parent) in old:
-                return parent not in mine
-            # A young stranger: an exec's monitor, started by another run
-            # during this test (its parent decides).
-        pid = parent
-    return False
-
-
-def _cgroup_dirs() -> FrozenSet[str]:
-    found: Set[str] = set()
-
-    def walk(path: str, depth: int, below_pyexec: bool) -> None:
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            return
-        for entry in entries:
-            try:
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            inside = below_pyexec or "pyexec" in entry.name
-            # The executors keep their parent cgroup (<hierarchy>/pyexec) on
-            # purpose; the task cgroups below it are what must not remain.
-            if inside and not (depth == 1 and entry.name == "pyexec"):
-                found.add(entry.path)
-            if depth < 4:
-                walk(entry.path, depth + 1, inside)
-
-    try:
-        hierarchies = [e.path for e in os.scandir(CGROUP_ROOT) if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        hierarchies = []
-    for hierarchy in hierarchies:
-        # On cgroup v2 the tops are cgroups: /sys/fs/cgroup/pyexec is the kept
-        # parent itself, and the task cgroups right below it count.
-        walk(hierarchy, 1, os.path.basename(hierarchy) == "pyexec")
-    return frozenset(found)
-
-
-def _state_entries() -> FrozenSet[str]:
-    try:
-        return frozenset(os.listdir(STATE_ROOT))
-    except FileNotFoundError:
-        return frozenset()
-
-
-def _mount_lines() -> FrozenSet[str]:
-    with open("/proc/self/mountinfo") as f:
-        return frozenset(f.read().splitlines())
-
-
-@dataclass
-class Snapshot:
-    processes: Dict[ProcKey, str]
-    mounts: FrozenSet[str]
-    state: FrozenSet[str]
-    cgroups: FrozenSet[str]
-
-
-def _snapshot(our_ns: str) -> Snapshot:
-    return Snapshot(_processes(), _mount_lines(), _state_entries(), _cgroup_dirs())
-
-
-def _find_leaks(before: Snapshot, our_ns: str) -> Tuple[List[str], List[int]]:
-    """Human-readable leaks and the pids among them to kill."""
-    leaks: List[str] = []
-    pids: List[int] = []
-    me = psutil.Process()
-    try:
-        descendants = me.children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    mine = {os.getpid()} | {p.pid for p in descendants}
-    for proc in descendants:
-        leaks.append(f"descendant process {_describe(proc.pid)}")
-        pids.append(proc.pid)
-    old = set(before.processes)
-    for key, ns in _processes().items():
-        pid = key[0]
-        if ns == our_ns or key in old or pid in mine or _owned_by_someone_else(pid, our_ns, mine, old):
-            continue
-        leaks.append(f"process in another pid namespace ({ns}): {_describe(pid)}")
-        pids.append(pid)
-    for line in sorted(_mount_lines() - before.mounts):
-        leaks.append(f"mount: {line}")
-    for name in sorted(_state_entries() - before.state):
-        leaks.append(f"state directory: {os.path.join(STATE_ROOT, name)}")
-    for path in sorted(_cgroup_dirs() - before.cgroups):
-        leaks.append(f"cgroup: {path}")
-    return leaks, pids
-
-
-def _kill(pids: List[int]) -> None:
-    """SIGKILL leaked processes and reap the ones that are our own children."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.monotonic() + 1.0
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break  # not our child (or already reaped)
-            if done:
-                break
-            time.sleep(0.01)
-
-
-def _kept_parents() -> FrozenSet[str]:
-    """The executors' kept parent cgroups (<hierarchy>/pyexec) that exist now."""
-    try:
-        from pyexec.cgroups import parent_dirs
-        return frozenset(d for d in parent_dirs() if os.path.isdir(d))
-    except (ImportError, OSError):
-        return frozenset()
+        marker = item.get_closest_marker("needs_root")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else ROOT_REASON)
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -254,10 +59,10 @@ def no_kept_parents_left():
     per-test check allows it), and their state root; the run as a whole must
     not leave either behind when it made it. Still occupied means a task leaked: the per-test check
     has reported that, so it is left for the operator to see."""
-    before = _kept_parents()
-    had_state_root = os.path.isdir(STATE_ROOT)
+    before = leaks.kept_parents()
+    had_state_root = os.path.isdir(leaks.STATE_ROOT)
     yield
-    made = sorted(_kept_parents() - before) + ([] if had_state_root else [STATE_ROOT])
+    made = sorted(leaks.kept_parents() - before) + ([] if had_state_root else [leaks.STATE_ROOT])
     for directory in made:
         try:
             os.rmdir(directory)
@@ -268,20 +73,13 @@ def no_kept_parents_left():
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail the test if it left processes, mounts, state dirs or cgroups behind."""
-    our_ns = _pid_ns(os.getpid()) or ""
-    before = _snapshot(our_ns)
+    before = leaks.snapshot()
     yield
-    deadline = time.monotonic() + LEAK_GRACE
-    while True:
-        leaks, pids = _find_leaks(before, our_ns)
-        if not leaks or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    if not leaks:
+    found = leaks.settle(before, LEAK_GRACE)
+    if not found:
         return
-    _kill(pids)
-    pytest.fail("the test leaked:\n  " + "\n  ".join(leaks)
-                + "\n(another pyexec run on this host at the same time shows up here too)", pytrace=False)
+    leaks.kill(found.pids)
+    pytest.fail(found.report(), pytrace=False)
 
 
 # -- helpers for container tests -------------------------------------------------
@@ -450,27 +248,6 @@ def cgroup_leftovers(parent: str) -> List[str]:
     return found
 
 
-def _force_remove(path: str) -> None:
-    for dirpath, _dirs, _files in os.walk(path):
-        try:
-            for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        except FileNotFoundError:
-            pass
-    for freezer in (os.path.join(d, "freezer.state") for d, _s, _f in os.walk(path)):
-        if os.path.exists(freezer):
-            open(freezer, "w").write("THAWED")
-    time.sleep(0.2)
-    for dirpath in sorted((d for d, _s, _f in os.walk(path)), key=len, reverse=True):
-        try:
-            os.rmdir(dirpath)
-        except OSError:
-            pass
-
-
 @pytest.fixture
 def cg() -> Iterator[str]:
     """A unique parent cgroup name; asserts that nothing of it remains afterwards."""
@@ -479,7 +256,7 @@ def cg() -> Iterator[str]:
     own = open("/proc/self/cgroup").read()
     left = cgroup_leftovers(parent)
     for path in left:
-        _force_remove(path)
+        leaks.force_remove_cgroup(path)
     assert parent not in own, f"the test process joined a task cgroup: {own}"
     assert not left, f"cgroup directories left behind: {left}"
 

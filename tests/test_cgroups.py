@@ -37,7 +37,7 @@ from pyexec.stats import CpuUsage, IoUsage, MemoryUsage, ResourceUsage
 
 M = 1 << 20
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroup tests need root")
+pytestmark = pytest.mark.needs_root(reason="cgroup tests need root")
 
 needs_v1 = pytest.mark.skipif("memory" not in v1_mounts(), reason="no cgroup v1 memory hierarchy on this host")
 

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import wait_for
 
+pytestmark = pytest.mark.needs_root  # ``pyexec run`` launches a container task
+
 PYEXEC = [sys.executable, "-m", "pyexec"]
 
 

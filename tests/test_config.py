@@ -7,8 +7,8 @@ state directory was made.
 """
 from __future__ import annotations
 
-import os
 import resource
+from typing import Tuple
 
 import pytest
 
@@ -173,9 +173,8 @@ def test_all_capabilities():
 
 # -- errors raised by launch(), before anything exists ----------------------------------------
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="launching a container needs root")
-
-
+# The container executor refuses a caller without CAP_SYS_ADMIN before it looks at the user.
+@pytest.mark.needs_root
 @pytest.mark.parametrize("user, reason", [
     ("no-such-user-pyexec", "is not a user in /etc/passwd"),
     ("nobody:no-such-group-pyexec", "names a group not in /etc/group"),
@@ -192,7 +191,7 @@ def test_unknown_user_is_refused_by_launch_before_anything_is_made(tmp_path, use
     assert ex.pid is None
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_unopenable_stdout_is_a_config_error_and_leaves_nothing(tmp_path):
     task_dir = tmp_path / "task"
     state_root = tmp_path / "state"
@@ -219,9 +218,28 @@ def test_error_types():
         "exec /nope: No such file or directory", 2, "exec", "/nope")
 
 
+def root_subid_range(path: str) -> Tuple[int, int]:
+    """The test's own reading of /etc/subuid or /etc/subgid: root's first
+    ``root:first:count`` range, else 100000:65536 (pyexec's fallback)."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        name, _, rest = line.strip().partition(":")
+        first, _, count = rest.partition(":")
+        if name in ("root", "0") and first.isdigit() and count.isdigit():
+            return (int(first), int(count))
+    return (100000, 65536)
+
+
 def test_user_namespace_maps_default_to_a_subordinate_range():
+    # The exact range this host gives root (it was "the default, or anything
+    # starting at 0", which held for almost any map).
     iso = Isolation(namespaces={"mnt", "pid", "user"})
-    assert iso.uid_map == iso.gid_map == ((0, 100000, 65536),) or iso.uid_map[0][0] == 0
+    assert iso.uid_map == ((0,) + root_subid_range("/etc/subuid"),)
+    assert iso.gid_map == ((0,) + root_subid_range("/etc/subgid"),)
     given = Isolation(namespaces={"user"}, uid_map=[(0, 200000, 1000)], gid_map=[(0, 300000, 1000)])
     assert given.uid_map == ((0, 200000, 1000),) and given.gid_map == ((0, 300000, 1000),)
 

@@ -1,6 +1,6 @@
 """The container executor against the real kernel: launch, stdio, waiting, signals, shutdown.
 
-Every test launches real tasks (root only; conftest skips the module otherwise)
+Every test launches real tasks (root only: the module is marked needs_root)
 and the autouse ``no_leaks`` fixture proves each one left no process, mount,
 state directory or cgroup behind (its own test is at the end). Isolation
 (namespaces, root file system, capabilities, users, masks) is in
@@ -21,6 +21,8 @@ import pytest
 from conftest import wait_for
 from pyexec import ExecCommand, Isolation, new_executor
 from pyexec.errors import LaunchError, PyexecError
+
+pytestmark = pytest.mark.needs_root  # every test launches container tasks
 
 SH = "/bin/sh"
 
@@ -495,6 +497,9 @@ def test_the_leak_check_catches_every_kind_of_leak(tmp_path):
     inner = tmp_path / "inner"
     inner.mkdir()
     shutil.copy(Path(__file__).with_name("conftest.py"), inner / "conftest.py")
+    # conftest's machinery, found next to it as in tests/.
+    shutil.copytree(Path(__file__).with_name("support"), inner / "support",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (inner / "test_leaky.py").write_text(LEAKY_TESTS)
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -19,6 +19,8 @@ from pyexec.cgroups import new_manager
 from pyexec.errors import ConfigError
 from pyexec.executor.state import STATE_FILE
 
+pytestmark = pytest.mark.needs_root  # container tasks, limited by cgroups
+
 M = 1 << 20
 PY = sys.executable if sys.executable.startswith("/usr/") else "/usr/bin/python3"
 

@@ -1,7 +1,7 @@
 """How a task is isolated: namespaces, its root file system, capabilities, users, masks.
 
 Every property is read from the kernel inside a real container (/proc/self/status,
-mountinfo, failing syscalls), root only (conftest skips the module otherwise).
+mountinfo, failing syscalls), root only (the module is marked needs_root).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from pyexec import ExecCommand, Isolation, Mount, new_executor
 from pyexec.config import DEFAULT_MASKED_PATHS
 from pyexec.errors import ConfigError, LaunchError
+
+pytestmark = pytest.mark.needs_root  # every property is read inside a container task
 
 DEFAULT_CAPS = "00000000a80425fb"        # Docker's default set for root
 NET_BIND_SERVICE = "0000000000000400"
@@ -98,7 +100,9 @@ def test_ipc_namespace_is_private(run):
     result, out, _ = run(["readlink", "/proc/self/ns/ipc", "/proc/self/ns/uts", "/proc/self/ns/mnt",
                           "/proc/self/ns/net"])
     assert result.exit_code == 0
-    for line, kind in zip(out.split(), ("ipc", "uts", "mnt", "net")):
+    links = out.split()
+    assert len(links) == 4, out                   # zip() below would stop at a short output
+    for line, kind in zip(links, ("ipc", "uts", "mnt", "net")):
         assert line != os.readlink(f"/proc/self/ns/{kind}")
 
 

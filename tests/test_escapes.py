@@ -13,6 +13,8 @@ import pytest
 
 from pyexec import ExecCommand, new_executor
 
+pytestmark = pytest.mark.needs_root  # every attempt is made from inside a container task
+
 PY = "/usr/bin/python3"
 
 

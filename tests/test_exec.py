@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IS_ROOT, wait_for
+from conftest import wait_for
 from pyexec import ExecCommand, ExecResult, Isolation, new_executor, reattach
 from pyexec.errors import ConfigError, LaunchError, PyexecError, TaskExitedError
 from pyexec.executor.execmon import abandoned_count
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="container tasks and cgroups need root")
+pytestmark = pytest.mark.needs_root(reason="container tasks and cgroups need root")
 
 NAMESPACES = ("mnt", "pid", "net", "uts", "ipc")
 

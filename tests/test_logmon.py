@@ -262,6 +262,7 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         RotatingLog(tmp_path / "missing", "a")
 
 
+@pytest.mark.needs_root(reason="mounting the small tmpfs needs root")
 def test_a_full_disk_drops_counts_and_marks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     small = tmp_path / "small"
     small.mkdir()

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
-from conftest import IS_ROOT, caller_launches, kill_caller, wait_for
+from conftest import caller_launches, kill_caller, wait_for
 from pyexec import Bridge, ExecCommand, Isolation, reattach
 from pyexec import network
 from pyexec.errors import ConfigError, LaunchError
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="network namespaces, bridges and veths need root")
+pytestmark = pytest.mark.needs_root(reason="network namespaces, bridges and veths need root")
 
 PY = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parent.parent

@@ -278,7 +278,7 @@ def test_new_executor_kinds():
 
 # -- credentials and oom_score_adj -----------------------------------------------------------
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.needs_root(reason="switching users needs root")
 def test_user_nobody(run):
     result, out, err = run(sh('id -u; id -G; echo "$USER $HOME"'), user="nobody")
     nobody = resolve_user("nobody")

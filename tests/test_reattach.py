@@ -18,11 +18,11 @@ import time
 import psutil
 import pytest
 
-from conftest import IS_ROOT, caller_launches, kill_caller, wait_for
+from conftest import caller_launches, kill_caller, wait_for
 from pyexec import ExecCommand, new_executor, reattach
 from pyexec.errors import ConfigError, TaskExitedError
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="container tasks and cgroups need root")
+pytestmark = pytest.mark.needs_root(reason="container tasks and cgroups need root")
 
 KINDS = ["container", "universal"]
 

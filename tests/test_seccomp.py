@@ -1,5 +1,5 @@
-"""Seccomp: the BPF generator (checked by a small BPF interpreter here), the
-default profile and JSON profiles, in real container tasks (root only).
+"""Seccomp: the BPF generator (checked by a small BPF interpreter, support/bpf.py),
+the default profile and JSON profiles, in real container tasks (root only).
 
 The interpreter runs a compiled program over a hand-made struct seccomp_data,
 so argument comparisons, the arch / x32 checks and rule order are checked for
@@ -11,28 +11,25 @@ for every number and for arguments on every condition's boundaries.
 from __future__ import annotations
 
 import errno
-import functools
 import json
 import math
 import os
 import platform
 import random
 import signal
-import struct
 import sys
 
 import pytest
 
 from pyexec import Isolation
-from pyexec._shim import lib
 from pyexec.caps import DEFAULT_CAPABILITIES, parse_capabilities
 from pyexec.errors import ConfigError
+from pyexec.native import lib
 from pyexec.seccomp import (MAX_INSNS, compile_profile, default_profile, filter_for, instructions,
                             load_profile, syscall_number)
 from pyexec.seccomp import _rules as parse_rules  # the rules the programs are made of
+from support.bpf import JA, JEQ, JGE, LD, RET, check_jumps, emulate, execute
 
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="container tasks need root")
 PY = "/usr/bin/python3"
 needs_python = pytest.mark.skipif(not os.path.exists(PY), reason="needs /usr/bin/python3 (seen through /usr)")
 
@@ -43,62 +40,11 @@ X32 = lib.PX_X32_SYSCALL_BIT
 GETPPID = syscall_number("getppid")
 GETCWD = syscall_number("getcwd")
 U64 = (1 << 64) - 1
-LD = lib.BPF_LD | lib.BPF_W | lib.BPF_ABS
-JA = lib.BPF_JMP | lib.BPF_JA
-JEQ, JGE = lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K, lib.BPF_JMP | lib.BPF_JGE | lib.BPF_K
-RET = lib.BPF_RET | lib.BPF_K
 ALL_NUMBERS = sorted({int(getattr(lib, n)) for n in dir(lib) if n.startswith("__NR_")})
 
 
 def errno_ret(err: int) -> int:
     return lib.SECCOMP_RET_ERRNO | err
-
-
-# -- a classic BPF interpreter, as far as seccomp filters go ---------------------------------
-
-@functools.lru_cache(maxsize=8)
-def decoded(program: bytes):
-    insns = instructions(program)
-    assert 0 < len(insns) <= MAX_INSNS
-    assert insns[-1][0] == RET
-    return insns
-
-
-def execute(program: bytes, nr: int, args=(), arch: int = None):
-    """What the kernel's filter would return for this syscall (checked like the kernel
-    does), the instructions executed, and those executed before the first argument
-    load (or all): what the kernel runs per number when it builds its action cache."""
-    args = list(args) + [0] * (6 - len(args))
-    data = struct.pack("=IIQ6Q", nr & 0xFFFFFFFF, lib.PX_AUDIT_ARCH if arch is None else arch, 0, *args)
-    insns = decoded(program)
-    pc, acc, executed, before_args = 0, 0, 0, None
-    while True:
-        code, jt, jf, k = insns[pc]
-        executed += 1
-        if code == LD:
-            assert k % 4 == 0 and k + 4 <= len(data)
-            if k >= lib.PX_SECCOMP_ARGS_OFFSET and before_args is None:
-                before_args = executed - 1
-            acc = struct.unpack_from("=I", data, k)[0]
-            pc += 1
-        elif code == lib.BPF_ALU | lib.BPF_AND | lib.BPF_K:
-            acc &= k
-            pc += 1
-        elif code == JA:
-            pc += 1 + k
-        elif code & 0x07 == lib.BPF_JMP:
-            test = {lib.BPF_JEQ: acc == k, lib.BPF_JGT: acc > k, lib.BPF_JGE: acc >= k,
-                    lib.BPF_JSET: acc & k != 0}[code & 0xF0]
-            pc += 1 + (jt if test else jf)
-        elif code == RET:
-            return k, executed, executed if before_args is None else before_args
-        else:
-            raise AssertionError(f"unexpected instruction {code:#x} at {pc}")
-        assert pc < len(insns), "jumped past the end"
-
-
-def emulate(program: bytes, nr: int, args=(), arch: int = None) -> int:
-    return execute(program, nr, args, arch)[0]
 
 
 def profile(*rules, default="SCMP_ACT_ALLOW", **extra) -> dict:
@@ -411,18 +357,6 @@ def argument_vectors(rules, nr, rng, randomly=300):
     return vectors
 
 
-def check_jumps(program: bytes) -> None:
-    """What the kernel checks before it takes a program (bpf_check_classic, seccomp_check_filter)."""
-    insns = instructions(program)
-    for pc, (code, jt, jf, k) in enumerate(insns):
-        assert code in (LD, lib.BPF_ALU | lib.BPF_AND | lib.BPF_K, JA, JEQ, JGE, RET,
-                        lib.BPF_JMP | lib.BPF_JGT | lib.BPF_K, lib.BPF_JMP | lib.BPF_JSET | lib.BPF_K), pc
-        if code == JA:
-            assert pc + 1 + k < len(insns), pc
-        elif code & 0x07 == lib.BPF_JMP:
-            assert pc + 1 + max(jt, jf) < len(insns), pc
-
-
 def check_against_rules(prof, caps=(), randomly=300) -> bytes:
     program = compile_profile(prof, caps)
     check_jumps(program)
@@ -617,7 +551,7 @@ def write_profile(tmp_path, prof, name="profile.json") -> str:
     return str(path)
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_default_profile_blocks_the_escape_syscalls(run):
     names = ["open_by_handle_at", "init_module", "finit_module", "kexec_load", "bpf", "keyctl", "add_key",
@@ -629,7 +563,7 @@ def test_default_profile_blocks_the_escape_syscalls(run):
     assert json.loads(out) == {n: [-1, errno.EPERM] for n in names}
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_default_profile_blocks_namespaces_and_mounts(run):
     result, out, err = run(["sh", "-c", "unshare -U true; echo U=$?; unshare -Ur unshare -m true; echo Ur=$?; "
                             "unshare -m true; echo m=$?; mount -t tmpfs x /tmp; echo mount=$?"])
@@ -637,7 +571,7 @@ def test_default_profile_blocks_namespaces_and_mounts(run):
     assert err.count("unshare failed: Operation not permitted") == 3
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_without_seccomp_a_user_namespace_regains_capabilities(run):
     # The escape the default profile is there for: new user namespace, then full caps in it.
     result, out, err = run(["sh", "-c", "unshare -Ur unshare -m true; echo Ur=$?"],
@@ -645,7 +579,7 @@ def test_without_seccomp_a_user_namespace_regains_capabilities(run):
     assert out.split() == ["Ur=0"], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_plain_programs_threads_and_fork_work(run):
     script = ("import os, threading; t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()\n"
@@ -658,7 +592,7 @@ def test_plain_programs_threads_and_fork_work(run):
     assert out.split("\n")[:2] == ["thread", "child 7"]
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.parametrize("seccomp, want", [("default", errno.ENOSYS), (None, errno.EINVAL)])
 def test_clone3_says_enosys_so_glibc_falls_back(run, seccomp, want):
@@ -667,7 +601,7 @@ def test_clone3_says_enosys_so_glibc_falls_back(run, seccomp, want):
     assert out.split() == ["-1", str(want)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_default_filter_also_without_no_new_privs(run):
     # Loaded before the capabilities drop then: the kernel wants CAP_SYS_ADMIN without no_new_privs.
@@ -677,7 +611,7 @@ def test_default_filter_also_without_no_new_privs(run):
         assert out.split() == ["-1", str(errno.EPERM)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_an_oci_profile_file(run, tmp_path):
     path = write_profile(tmp_path, {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
@@ -688,7 +622,7 @@ def test_an_oci_profile_file(run, tmp_path):
     assert out.strip() == "unshared"                      # the file replaces the default profile
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_docker_profile_file_with_includes_caps(run, tmp_path):
     path = write_profile(tmp_path, {
@@ -706,7 +640,7 @@ def test_a_docker_profile_file_with_includes_caps(run, tmp_path):
     assert (result.exit_code, out) == (0, "/\n"), err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
     # getppid ignores its arguments, and the filter sees them: arg1 picks the op, arg0 is compared.
@@ -725,7 +659,7 @@ def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
         assert got[k] == want, op
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_300_rule_profile_loads_and_works(run, tmp_path):
     rules = [rule("getppid", errnoRet=i + 1, args=[arg(0, "SCMP_CMP_EQ", i * 0x100000001)]) for i in range(300)]
@@ -736,7 +670,7 @@ def test_a_300_rule_profile_loads_and_works(run, tmp_path):
     assert out.split() == ["1", "2", "151", "300", str(errno.EACCES)], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_a_profile_with_hops_loads_and_works(run, tmp_path):
     # Hundreds of ranges and JA hops, in the kernel. The rules hold only for a sixth
@@ -753,7 +687,7 @@ def test_a_profile_with_hops_loads_and_works(run, tmp_path):
     assert out.split() == [str(1 + nr % 100) for nr in probes] + ["True"], err
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.skipif(not lib.PX_X32_SYSCALL_BIT, reason="no x32 ABI on this architecture")
 def test_x32_syscall_numbers_kill_the_task(run):
@@ -763,7 +697,7 @@ def test_x32_syscall_numbers_kill_the_task(run):
     assert result.signal == signal.SIGSYS
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="i386 int 0x80 is x86_64's foreign ABI")
 def test_the_i386_abi_kills_the_task(run):
@@ -779,7 +713,7 @@ def test_the_i386_abi_kills_the_task(run):
     assert result.signal == signal.SIGSYS and out == ""
 
 
-@needs_root
+@pytest.mark.needs_root
 @needs_python
 def test_kill_process_action(run, tmp_path):
     path = write_profile(tmp_path, profile(rule("getppid", "SCMP_ACT_KILL_PROCESS")))
@@ -788,7 +722,7 @@ def test_kill_process_action(run, tmp_path):
     assert out == "before\n" and result.signal == signal.SIGSYS
 
 
-@needs_root
+@pytest.mark.needs_root
 @pytest.mark.parametrize("content, reason", [
     ("{not json", "is not JSON"),
     (json.dumps(profile(rule("getcwd", "SCMP_ACT_BOGUS"))), "unknown action 'SCMP_ACT_BOGUS'"),

@@ -5,6 +5,8 @@ the caller (``shim.SHARE_MEMORY = False``, also what joining a task uses).
 Both give the same tasks; the shared one must leave nothing of itself in the
 caller: no mapping, no changed dumpable flag, no changed oom_score_adj, and
 concurrent launches from several threads must not see each other's state.
+The tests that launch container tasks need root (marked ``needs_root``); the
+one that drives the shim directly runs as any user.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ def _stack_guards() -> int:
     return count
 
 
+@pytest.mark.needs_root
 def test_both_ways_run_the_same_task(spawn_mode, run):
     result, out, err = run(_sh("echo $$ $(hostname)"), isolation=Isolation(hostname="box"))
     assert result.exit_code == 0, err
@@ -40,6 +43,7 @@ def test_both_ways_run_the_same_task(spawn_mode, run):
     assert (pid, host) == ("2", "box"), out  # pid 1 is the init, now the monitor
 
 
+@pytest.mark.needs_root
 def test_both_ways_report_a_failed_exec_from_launch(spawn_mode, task_dir):
     ex = new_executor("container")
     with pytest.raises(LaunchError) as info:
@@ -47,6 +51,7 @@ def test_both_ways_report_a_failed_exec_from_launch(spawn_mode, task_dir):
     assert info.value.step == "exec" and "/no/such/program" in str(info.value)
 
 
+@pytest.mark.needs_root
 def test_a_shared_launch_unmaps_its_stack_whether_it_succeeds_or_fails(task_dir):
     assert shim.SHARE_MEMORY
     before = _stack_guards()
@@ -61,6 +66,7 @@ def test_a_shared_launch_unmaps_its_stack_whether_it_succeeds_or_fails(task_dir)
     assert _stack_guards() == before
 
 
+@pytest.mark.needs_root
 def test_the_callers_oom_score_stays_as_it_was(task_dir):
     # The task writes its oom_score_adj while it borrows our memory: the
     # kernel gives a vfork child its own (tests/test_userns.py checks the
@@ -76,6 +82,7 @@ def test_the_callers_oom_score_stays_as_it_was(task_dir):
         assert f.read() == before
 
 
+@pytest.mark.needs_root
 def test_concurrent_shared_launches_keep_apart(tmp_path):
     # Each launch has its own stack, error pipe and thread-local error fd; a
     # mix-up would show as a wrong output, a wrong error or a hang.
@@ -109,11 +116,13 @@ def test_concurrent_shared_launches_keep_apart(tmp_path):
     assert outputs and all(text == f"{n}.{r}" for (n, r), text in outputs.items()), outputs
 
 
+@pytest.mark.needs_root
 def test_the_launchers_pid_one_command_line_is_masked_only_when_shared(spawn_mode, run):
     result, out, _ = run(_sh("grep -c ' /proc/1/cmdline ' /proc/self/mountinfo; true"))
     assert out.split()[0] == ("1" if spawn_mode == "shared" else "0"), out
 
 
+@pytest.mark.needs_root
 def test_joining_a_task_copies_even_when_sharing_is_on(task_dir):
     # setns() into a running task's namespaces; exec works the same.
     assert shim.SHARE_MEMORY
@@ -153,6 +162,7 @@ except LaunchError as exc:
 """
 
 
+@pytest.mark.needs_root
 def test_a_caller_whose_clone3_is_filtered_launches_through_clone(task_dir, tmp_path):
     # Inside a container with Docker's default seccomp profile clone3 answers
     # ENOSYS: the shim falls back to a copy made by clone.
@@ -212,6 +222,7 @@ print(codes)
 """
 
 
+@pytest.mark.needs_root
 def test_a_process_forked_while_another_thread_launches_can_launch(tmp_path):
     # The fork copies whatever the launching thread holds at that moment (the
     # shim's lock around the caller's dumpable flag, pipes of a launch in

@@ -20,12 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import IS_ROOT, wait_for
+from conftest import wait_for
 from pyexec import ExecCommand, Isolation, Mount, Resources
 from pyexec.errors import ConfigError, LaunchError
 from pyexec.executor.universal import UniversalExecutor
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="these tests switch users and compare with root runs")
+pytestmark = pytest.mark.needs_root(reason="these tests switch users and compare with root runs")
 
 M = 1 << 20
 PY = "/usr/bin/python3"

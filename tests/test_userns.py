@@ -13,6 +13,8 @@ import pytest
 from conftest import wait_for
 from pyexec import ExecCommand, Isolation, Mount
 
+pytestmark = pytest.mark.needs_root  # container tasks in user namespaces (the parent writes their id maps)
+
 USERNS = frozenset({"pid", "mnt", "uts", "ipc", "net", "user"})
 
 
