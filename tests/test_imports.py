@@ -34,7 +34,6 @@ ALLOWED: AbstractSet[Tuple[str, str]] = frozenset({("pyexec.native", "pyexec._sh
 # private use, setuptools._distutils, is not a pyexec module.
 EXCLUDED: AbstractSet[str] = frozenset()
 
-RESTRUCTURING = "executor/cgroups restructuring in progress (issue 14)"
 
 
 def cycles_in(package_dir: Path) -> List[Cycle]:
@@ -85,14 +84,12 @@ def test_the_graph_of_pyexec_is_read():
     assert "pyexec.errors" in {imp.target for imp in graph["pyexec.config"]}
 
 
-@pytest.mark.xfail(strict=True, reason=RESTRUCTURING)
 def test_pyexec_has_no_import_cycle():
     report = cycle_report(PACKAGE)
     if report:
         pytest.fail(report, pytrace=False)
 
 
-@pytest.mark.xfail(strict=True, reason=RESTRUCTURING)
 def test_no_pyexec_module_uses_private_names_of_another():
     report = private_report(PACKAGE, ALLOWED, EXCLUDED)
     if report:
