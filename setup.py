@@ -47,7 +47,7 @@ setup(
         # The static checks of `libexec/dev test`; not needed to run the tests (the VM has none).
         "lint": ["mypy==2.4.1", "ruff==0.17.6", "types-psutil==7.2.2.20261122", "types-cffi==2.1.0.20261122"],
     },
-    entry_points={"console_scripts": ["pyexec=pyexec.cli:main"]},
+    entry_points={"console_scripts": ["pyexec=pyexec.cli:main", "pyexec-oci=pyexec.oci.cli:main"]},
     classifiers=[
         "Operating System :: POSIX :: Linux",
         "Programming Language :: Python :: 3",
