@@ -17,14 +17,14 @@ from .. import network, shim
 from ..caps import names_of_mask
 from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule, device_rule
 from ..config import DEFAULT_PATH, Bridge, ExecCommand, host_id, joined_netns_path
-from ..errors import ConfigError, LaunchError
+from ..errors import ConfigError
 from ..native import lib
 from ..rootfs import MountOp, plan_mounts
 from ..seccomp import filter_for
 from ..shim import Child, SpawnPlan
 from ..users import resolve_user
 from .exec import exec_record
-from .launch import NAMESPACE_FLAGS, ROOT_USER, Identity, capability_sets, rlimit_plan, spawn_plan
+from .launch import NAMESPACE_FLAGS, ROOT_USER, Identity, capability_sets, rlimit_plan, spawn_plan, write_id_maps
 from .linux import LinuxExecutor
 
 __all__ = ["ContainerExecutor"]
@@ -102,13 +102,7 @@ class ContainerExecutor(LinuxExecutor):
         for path in paths:
             if os.path.lexists(path):
                 os.lchown(path, uid, gid)
-        for name, idmap in (("uid_map", isolation.uid_map), ("gid_map", isolation.gid_map)):
-            text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in idmap)
-            try:
-                with open(f"/proc/{child.pid}/{name}", "w") as f:
-                    f.write(text)
-            except OSError as exc:
-                raise LaunchError(name, text.strip(), exc.errno or 0) from None
+        write_id_maps(child.pid, isolation.uid_map, isolation.gid_map)
 
     def _prepare(self, cmd: ExecCommand, plan: SpawnPlan, state_dir: str) -> None:
         if "mnt" in cmd.isolation.namespaces:

@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..caps import DEFAULT_CAPABILITIES, capability_mask, last_cap
 from ..cgroups import CgroupManager
@@ -35,7 +35,7 @@ from ..shim import CapabilitySets, Child, Credentials, MonitorPlan, SpawnPlan, s
 from ..users import TaskUser
 from .taskfiles import StdioFiles, user_environment
 
-__all__ = ["Identity", "spawn_plan", "NAMESPACE_FLAGS", "ROOT_USER", "MONITOR_PATH", "capability_sets",
+__all__ = ["Identity", "spawn_plan", "write_id_maps", "NAMESPACE_FLAGS", "ROOT_USER", "MONITOR_PATH", "capability_sets",
            "rlimit_plan", "open_monitor", "task_monitor_plan", "spawn_into_cgroup"]
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,17 @@ class Identity:
 
 
 def spawn_plan(program: str, argv: Sequence[str], env: Mapping[str, str], search_path: str, cwd: str,
-               identity: Identity, **options: Any) -> SpawnPlan:
-    """The shim's plan for one process below an init: ``program`` (a path, or
-    a name the shim searches in ``search_path`` inside the task's root) with
-    ``argv`` and ``env`` (plus USER, LOGNAME and HOME of ``identity.user``
-    unless set), in ``cwd``, as ``identity``. ``options`` are the caller's
-    own SpawnPlan fields: the namespaces to make or join, the hostname, the
-    mounts, whether the child parks for the caller's work, and so on."""
+               identity: Identity, user_env: bool = True, **options: Any) -> SpawnPlan:
+    """The shim's plan for one process: ``program`` (a path, or a name the
+    shim searches in ``search_path`` inside the task's root) with ``argv``
+    and ``env`` (plus USER, LOGNAME and HOME of ``identity.user`` unless set,
+    when ``user_env``), in ``cwd``, as ``identity``, below an init unless
+    ``use_init=False`` is among the ``options``: the caller's own SpawnPlan
+    fields (the namespaces to make or join, the hostname, the mounts, whether
+    the child parks for the caller's work, and so on)."""
     user = identity.user
-    environment = user_environment(dict(env), user) if user is not None else env
-    return SpawnPlan(
+    environment = user_environment(dict(env), user) if user is not None and user_env else env
+    fields: Dict[str, Any] = dict(
         program=program,
         argv=argv,
         env=[f"{k}={v}" for k, v in environment.items()],
@@ -90,8 +91,22 @@ def spawn_plan(program: str, argv: Sequence[str], env: Mapping[str, str], search
         no_new_privs=identity.no_new_privs,
         seccomp_filter=identity.seccomp_filter,
         oom_score_adj=identity.oom_score_adj,
-        **options,
     )
+    fields.update(options)
+    return SpawnPlan(**fields)
+
+
+def write_id_maps(pid: int, uid_map: Sequence[Tuple[int, int, int]], gid_map: Sequence[Tuple[int, int, int]]) -> None:
+    """Write the user namespace id maps of the parked child ``pid``
+    (``(inside, outside, count)`` lines); LaunchError naming the map when the
+    kernel refuses one."""
+    for name, idmap in (("uid_map", uid_map), ("gid_map", gid_map)):
+        text = "".join(f"{inside} {outside} {count}\n" for inside, outside, count in idmap)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise LaunchError(name, text.strip(), exc.errno or 0) from None
 
 
 def capability_sets(requested: Optional[Sequence[str]], uid: int) -> CapabilitySets:

@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import PyexecError
 from .args import Invocation, UsageError, parse
 from .hooks import HookFailed
+from .info import features, write_spec
 from .state import DEFAULT_ROOT, NotFound, Root, rfc3339_now
 from .verbs import RuntimeFailure, delete, kill, list_containers, pause, ps, resume, start, state
 
@@ -49,6 +50,8 @@ def _verb_handlers() -> Dict[str, Handler]:
         "pause": lambda root, inv: pause(root, inv.args[0]),
         "resume": lambda root, inv: resume(root, inv.args[0]),
         "ps": lambda root, inv: ps(root, inv.args[0], _str(inv, "format", "table"), inv.args[1:]),
+        "features": lambda root, inv: features(),
+        "spec": lambda root, inv: write_spec(_str(inv, "bundle") or ".", bool(inv.flags["rootless"])),
         "checkpoint": _unsupported,
         "restore": _unsupported,
     }

@@ -16,7 +16,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from typing import IO, List, Optional
 
 from ..cgroups import CgroupManager
