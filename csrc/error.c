@@ -2,15 +2,16 @@
  * error.c — the child's error channel, and the names of its steps.
  *
  * A leaf unit: it calls nothing else of the shim, and every unit the child
- * runs (nsenter.c, mounts.c, task.c) reports through it, so no two of them
- * need each other to fail.
+ * runs (nsenter.c, namespaces.c, mounts.c, task.c, console.c) reports
+ * through it, so no two of them need each other to fail.
  *
  * Error convention (one for the whole child): a failing step calls
  * px_fail(PX_STEP_*, errno, the path or name it worked on). That writes one
  * struct px_error to the error pipe and exits 127; nothing else reports. The
  * parent (spawn.c) reads the pipe until EOF: EOF alone means every process of
- * the child exec'd (the pipe is close-on-exec), a whole record says which step
- * failed, and a short one makes the parent kill the child. The record is
+ * the child exec'd (the pipe is close-on-exec) or, with start_fd, that the
+ * task holds before its exec (it closes the pipe then); a whole record says
+ * which step failed, and a short one makes the parent kill the child. The record is
  * smaller than PIPE_BUF, so its write is atomic or fails whole. The few exits
  * that are no step's failure (the parent gave up before the go; the init's
  * capget/capset, which cannot fail) leave no record: the parent sees EOF, and
@@ -100,6 +101,13 @@ const char *px_step_name(int step)
     case PX_STEP_MONITOR: return "monitor";
     case PX_STEP_SECCOMP: return "seccomp";
     case PX_STEP_SETNS: return "setns";
+    case PX_STEP_CONSOLE: return "console";
+    case PX_STEP_SYSCTL: return "sysctl";
+    case PX_STEP_MKNOD: return "mknod";
+    case PX_STEP_CHOWN: return "chown";
+    case PX_STEP_DOMAINNAME: return "setdomainname";
+    case PX_STEP_PERSONALITY: return "personality";
+    case PX_STEP_START: return "start";
     default: return "setup";
     }
 }

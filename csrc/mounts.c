@@ -10,15 +10,21 @@
  * a remount repeats the flags a mount already has, since the kernel refuses
  * to clear locked ones.
  *
- * Tolerated on purpose: EEXIST for mkdir and symlink (a rootfs may have
- * them already), a missing path for mask and read-only (the default lists
- * name /proc and /sys paths not every kernel has), a missing source for an
- * optional bind (PX_BIND_OPTIONAL).
+ * Tolerated on purpose: EEXIST for mkdir, symlink and mknod (a rootfs may
+ * have them already), a missing path for mask and read-only (the default
+ * lists name /proc and /sys paths not every kernel has), a missing source for
+ * an optional bind (PX_BIND_OPTIONAL).
+ *
+ * The OCI runtime's plan (pyexec-oci) also uses device nodes (PX_OP_MKNOD,
+ * then PX_OP_CHOWN to the container's ids), binds with flags of their own
+ * (nosuid, noexec, atime modes: op_bind remounts them) and propagation
+ * changes (PX_OP_MOUNT with a NULL source and MS_SHARED, MS_SLAVE,
+ * MS_PRIVATE or MS_UNBINDABLE).
  *
  * Like the rest of the child it allocates nothing and takes no locks; a
  * failing operation reports through px_fail() (csrc/error.c) with its step
- * (PX_STEP_MOUNT, _BIND, _MKDIR, _SYMLINK, _PIVOT_ROOT, _MASK, _READONLY or
- * _REMOUNT) and the path it worked on.
+ * (PX_STEP_MOUNT, _BIND, _MKDIR, _SYMLINK, _PIVOT_ROOT, _MASK, _READONLY,
+ * _REMOUNT, _MKNOD or _CHOWN) and the path it worked on.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
@@ -61,6 +67,10 @@ static int remount_readonly(const char *target, unsigned long extra)
                  MS_REMOUNT | MS_BIND | MS_RDONLY | extra | kept_mount_flags(target), NULL);
 }
 
+/* The flags a bind mount can have of its own (a bind remount sets them). */
+#define ATIME_FLAGS (MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME)
+#define PER_MOUNT_FLAGS (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | ATIME_FLAGS)
+
 /* Create target as the same kind of object as source (directory or file). */
 static int make_like(const struct stat *src, const char *target)
 {
@@ -91,8 +101,40 @@ static void op_bind(const struct px_mount_op *op)
     unsigned long flags = MS_BIND | ((op->bind_flags & PX_BIND_RECURSIVE) ? MS_REC : 0);
     if (mount(op->source, op->target, NULL, flags, NULL) < 0)
         px_fail(PX_STEP_BIND, errno, op->target);
-    if ((op->bind_flags & PX_BIND_RDONLY) && remount_readonly(op->target, op->flags) < 0)
+    /* A bind takes the source's flags; its own (op->flags: OCI's nosuid,
+     * noexec, noatime... of a bind mount) take a remount. The flags the bind
+     * has are repeated (a locked one cannot be cleared), its atime ones only
+     * when op->flags names none: a requested atime mode replaces them. */
+    unsigned long own = op->flags & PER_MOUNT_FLAGS;
+    if (op->bind_flags & PX_BIND_RDONLY)
+        own |= MS_RDONLY;
+    if (!own)
+        return;
+    unsigned long kept = kept_mount_flags(op->target);
+    if (op->flags & ATIME_FLAGS)
+        kept &= ~(unsigned long)ATIME_FLAGS;
+    if (mount(NULL, op->target, NULL, MS_REMOUNT | MS_BIND | op->flags | own | kept, NULL) < 0)
         px_fail(PX_STEP_REMOUNT, errno, op->target);
+}
+
+/* A device node or FIFO: the mode (type | permissions) in flags, exactly (the
+ * umask is lifted meanwhile: OCI gives a device its mode), the device number
+ * (new_encode_dev, the kernel's own encoding for mknod) in bind_flags. */
+static void op_mknod(const struct px_mount_op *op)
+{
+    mode_t mask = umask(0);
+    long rc = syscall(SYS_mknodat, AT_FDCWD, op->target, (mode_t)op->flags, (unsigned int)op->bind_flags);
+    int err = errno;
+    umask(mask);
+    if (rc < 0 && err != EEXIST)
+        px_fail(PX_STEP_MKNOD, err, op->target);
+}
+
+static void op_chown(const struct px_mount_op *op)
+{
+    uint64_t ids = (uint64_t)op->flags;
+    if (lchown(op->target, (uid_t)(ids >> 32), (gid_t)(ids & 0xffffffffu)) < 0)
+        px_fail(PX_STEP_CHOWN, errno, op->target);
 }
 
 static void op_pivot(const char *new_root)
@@ -141,7 +183,7 @@ void px_run_mount_ops(const struct px_config *cfg)
     for (int i = 0; i < cfg->n_mounts; i++) {
         const struct px_mount_op *op = &cfg->mounts[i];
         switch (op->kind) {
-        case PX_OP_MOUNT:
+        case PX_OP_MOUNT: /* a NULL source and fstype: a propagation change (MS_SHARED... | MS_REC) */
             if (mount(op->source, op->target, op->fstype, op->flags, op->data) < 0)
                 px_fail(PX_STEP_MOUNT, errno, op->target);
             break;
@@ -164,6 +206,12 @@ void px_run_mount_ops(const struct px_config *cfg)
             break;
         case PX_OP_READONLY:
             op_readonly(op->target);
+            break;
+        case PX_OP_MKNOD:
+            op_mknod(op);
+            break;
+        case PX_OP_CHOWN:
+            op_chown(op);
             break;
         case PX_OP_REMOUNT:
             if (mount(NULL, op->target, NULL, MS_REMOUNT | MS_BIND | op->flags | kept_mount_flags(op->target),

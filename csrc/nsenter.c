@@ -4,8 +4,9 @@
  * Python builds a complete plan (struct px_config: clone flags, a list of mount
  * operations with absolute paths, ids, capability masks, argv/envp) and calls
  * px_spawn() (csrc/spawn.c, the parent side). From the clone on, the child
- * runs only this file, csrc/mounts.c (the mount plan), csrc/task.c (the
- * task's own steps and exec) and csrc/error.c (its error report): no Python,
+ * runs only this file, csrc/namespaces.c (joins by fd, sysctls),
+ * csrc/mounts.c (the mount plan), csrc/task.c (the task's own steps and
+ * exec), csrc/console.c (its pty) and csrc/error.c (its error report): no Python,
  * no malloc, no stdio, no glibc wrappers that take locks or broadcast to threads (setxid, fork). By
  * default the child runs in the caller's own memory (CLONE_VM, on a stack
  * spawn.c mapped for it; it writes nothing of the caller's but its launching
@@ -21,19 +22,24 @@
  *   --------------------------          ------------------------------
  *   pipe2(sync), pipe2(error),
  *   pipe2(status)        [all O_CLOEXEC]
+ *   [a pid ns to join: setns into it]
  *   clone3(CLONE_NEW*|CLONE_PIDFD) ---> [wait_for_parent: read(sync) blocks;
- *   [parked: Python writes id maps,      the parent's Python work runs now]
- *    a veth; then px_finish]            hostname, lo up, make / private,
- *   write pid -> cgroup.procs files     mount ops, pivot_root, masks,
- *   write(sync, PX_GO), close ------->  read-only paths, [hold_task: read(sync)]
- *   read(error) until EOF ... blocks    block all signals
- *                                       clone(VM|VFORK) ---------------> setsid, stdio, oom_score_adj,
- *                                       (runs again once the task execs)   rlimits, bounding set, groups,
- *                                       harden, fds to PX_MON_FD_*,        gid, uid, caps, ambient,
- *                                       execveat(pyexec-monitor) --.       no_new_privs, signals reset,
- *                                                                  |       seccomp, execve
- *                                       monitor: pump logs, forward       (error pipe closes on exec)
- *                                       signals, reap; task gone ->
+ *   [setns back to our own pid ns]       the parent's Python work runs now]
+ *   [parked: Python writes id maps,     setns the joined namespaces: user
+ *    a veth; then px_finish]             (become its root), net, uts, ipc,
+ *   write pid -> cgroup.procs files      cgroup, time, then mnt;
+ *   write(sync, PX_GO), close ------->  hostname, domainname, lo up,
+ *   read(error) until EOF ... blocks    make / private, sysctls, mount ops,
+ *                                       pivot_root, masks, read-only paths,
+ *                                       [hold_task: read(sync)]
+ *                                       block all signals
+ *                                       clone(VM|VFORK) ---------------> setsid, stdio (or the console,
+ *                                       (runs again once the task execs)   below), oom_score_adj, rlimits,
+ *                                       harden, fds to PX_MON_FD_*,        personality, bounding set,
+ *                                       execveat(pyexec-monitor) --.       groups, gid, uid, cwd, umask,
+ *                                                                  |       caps, ambient, no_new_privs,
+ *                                       monitor: pump logs, forward       signals reset, seccomp, execve
+ *                                       signals, reap; task gone ->       (error pipe closes on exec)
  *                                       kill the rest, drain logs,
  *                                       exit.json + write(status)
  *   EOF: launched  <----- error pipe closed by both execs ------------------------'
@@ -43,11 +49,33 @@
  * Without a new pid namespace the init is a child subreaper (cfg->subreaper):
  * orphans of the task (double-forked daemons) are reparented to it, and the
  * monitor kills them when the task exits, since no namespace teardown would.
- * Without an init (use_init = 0) the cloned child itself runs the task's steps
- * and execs (always a copy then: see spawn.c). A pid 1 cannot re-raise the
- * task's signal death on itself (the kernel drops self-sent signals it has no
- * handler for), so the monitor reports the raw wait status through the status
- * pipe and exit.json.
+ * A pid 1 cannot re-raise the task's signal death on itself (the kernel drops
+ * self-sent signals it has no handler for), so the monitor reports the raw
+ * wait status through the status pipe and exit.json.
+ *
+ * Without an init (use_init = 0) the cloned child itself runs the task's
+ * steps and execs (always a copy then: see spawn.c). That is pyexec-oci's
+ * container process, pid 1 of its pid namespace, with a console socket and a
+ * hold before its exec (start_fd, a FIFO the caller opened O_RDWR), released
+ * later by another process:
+ *
+ *   parent (pyexec-oci create)    child = the task               console socket's     pyexec-oci start
+ *   --------------------------    ----------------               peer (the client)    ----------------
+ *   clone3 ---------------------> namespaces ... read-only paths,
+ *   write(sync, PX_GO) ---------> as above; setsid;
+ *                                 [console: open /dev/ptmx,
+ *                                  unlock, slave = TIOCGPTPEER,
+ *                                  size, bind it on /dev/console,
+ *                                  sendmsg("/dev/ptmx", master) -> recvmsg: the master
+ *                                  slave -> 0, 1, 2, TIOCSCTTY]
+ *                                 oom_score_adj ... signals reset;
+ *                                 resolve program in search_path
+ *   a record: step exec <-------- (not found, not executable)
+ *   EOF: launched <-------------- close(error pipe), close fds
+ *   returns, exits                 but 0, 1, 2 and start_fd;
+ *                                 read(start_fd) ... blocks <------------------------ open the FIFO, write
+ *                                 seccomp, execve                                     one byte, unlink it
+ *                                 (EOF or a failure: _exit(127), silently)
  *
  * Join mode (cfg->join_pidfd >= 0, pyexec's exec into a running task): the
  * clone makes no namespaces; the child setns()es into the task's instead of
@@ -57,7 +85,8 @@
  *
  * Error convention: every failing step calls px_fail(step, errno, path)
  * (csrc/error.c); nothing else reports. The calls between the units go one
- * way: this file hands over to px_run_mount_ops and px_run_task, which call
+ * way: this file hands over to csrc/namespaces.c (joins, sysctls),
+ * px_run_mount_ops and px_run_task (which runs csrc/console.c), which call
  * nothing back here.
  */
 #define _GNU_SOURCE
@@ -89,9 +118,9 @@
  * namespace does not map: it could not create a file (EOVERFLOW), and the
  * monitor would lose CAP_KILL there across its exec.
  */
-static void become_userns_root(const struct px_config *cfg)
+static void become_userns_root(const struct px_config *cfg, int joined)
 {
-    if (!(cfg->clone_flags & CLONE_NEWUSER))
+    if (!(cfg->clone_flags & CLONE_NEWUSER) && !joined)
         return;
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
         syscall(SYS_setresuid, 0, 0, 0) < 0)
@@ -289,7 +318,7 @@ static void join_task(const struct px_launch *l)
     uint64_t ns = cfg->clone_flags & PX_NS_FLAGS;
     if (ns && setns(cfg->join_pidfd, (int)ns) < 0)
         px_fail(PX_STEP_SETNS, errno, "setns");
-    become_userns_root(cfg); /* a joined user namespace: its root, like the task's init */
+    become_userns_root(cfg, 0); /* a joined user namespace: its root, like the task's init */
     if (!(ns & CLONE_NEWPID))
         return; /* we share the command's pid namespace: we can be its init */
     /* A plain fork by raw syscall (glibc's fork runs atfork handlers). */
@@ -332,27 +361,38 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
         wait_for_go(sync_fd);
     sigset_t all;
     sigfillset(&all);
+    /* The hold ends the launch by closing the error pipe, which an init
+     * would hold open until its own exec. */
+    if (cfg->start_fd >= 0 && (cfg->use_init || joining))
+        px_fail(PX_STEP_START, EINVAL, "start_fd needs use_init = 0");
     if (joining) {
         /* Exec into a running task: its namespaces instead of new ones, its
          * root instead of the mount plan, which it ran long ago. */
         if (!cfg->use_init)
             px_fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
+        if (cfg->n_join_namespaces)
+            px_fail(PX_STEP_SETNS, EINVAL, "join_namespaces with join_pidfd");
         sigprocmask(SIG_SETMASK, &all, NULL);
         join_task(l);
     } else {
-        become_userns_root(cfg);
-        /* Isolation.network "netns:PATH": join that network namespace before
-         * anything runs here. After become_userns_root, although pyexec never
-         * combines it with a new user namespace: from one, setns would need
-         * CAP_SYS_ADMIN over the namespace's owner, which a child never has. */
-        if (cfg->join_netns_fd >= 0 && setns(cfg->join_netns_fd, CLONE_NEWNET) < 0)
-            px_fail(PX_STEP_SETNS, errno, "network namespace");
+        /* Namespaces by fd (csrc/namespaces.c) before anything runs here: a
+         * joined user namespace first, then its root (as in a new one), the
+         * others with the capabilities that gives, the mount namespace last.
+         * From a new user namespace a join needs CAP_SYS_ADMIN over the
+         * joined namespace's owner, which only a namespace it owns grants. */
+        become_userns_root(cfg, px_join_user_namespace(cfg));
+        px_join_namespaces(cfg);
         if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
             px_fail(PX_STEP_HOSTNAME, errno, cfg->hostname);
+        if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
+            px_fail(PX_STEP_DOMAINNAME, errno, cfg->domainname);
         if (cfg->loopback_up)
             loopback_up();
         if (cfg->make_private && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
             px_fail(PX_STEP_PROPAGATION, errno, "/");
+        /* Through the host's /proc, before the mount plan replaces it; each
+         * file acts on the namespace of its opener: ours (namespaces.c). */
+        px_write_sysctls(cfg);
         px_run_mount_ops(cfg);
 
         if (hold)

@@ -44,7 +44,14 @@
 #define PX_STEP_OOM_SCORE    24
 #define PX_STEP_MONITOR      25   /* exec of the pyexec-monitor executable */
 #define PX_STEP_SECCOMP      26   /* loading the seccomp filter, the last step before exec */
-#define PX_STEP_SETNS        27   /* joining a running task's namespaces (exec into it) */
+#define PX_STEP_SETNS        27   /* joining namespaces: a running task's (exec into it) or join_namespaces */
+#define PX_STEP_CONSOLE      28   /* the pty of console_socket_fd: open, unlock, send, /dev/console */
+#define PX_STEP_SYSCTL       29   /* writing one of sysctls under /proc/sys */
+#define PX_STEP_MKNOD        30
+#define PX_STEP_CHOWN        31
+#define PX_STEP_DOMAINNAME   32
+#define PX_STEP_PERSONALITY  33
+#define PX_STEP_START        34   /* the hold of start_fd (a plan it cannot run with) */
 
 /* The monitor (csrc/monitor.c) finds its inputs at these fds (closed = not used). */
 #define PX_MON_FD_STATUS     3    /* write end of the status pipe to the launching caller */
@@ -59,8 +66,14 @@
 #define PX_MON_SUBREAPER     2    /* child subreaper on the host: the task's group and every adoptee */
 
 /* Kinds of px_mount_op, run in array order by the child. */
-#define PX_OP_MOUNT     1   /* mount(source, target, fstype, flags, data) */
-#define PX_OP_BIND      2   /* bind source on target (made like source); PX_BIND_RDONLY remounts it read-only */
+#define PX_OP_MOUNT     1   /* mount(source, target, fstype, flags, data); source and fstype may be NULL
+                               (a propagation change: flags MS_SHARED, MS_SLAVE, MS_PRIVATE or
+                               MS_UNBINDABLE, with MS_REC for the whole tree) */
+#define PX_OP_BIND      2   /* bind source on target (made like source), then, with PX_BIND_RDONLY or any
+                               per-mount flag in flags (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC,
+                               MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME), remount it with
+                               MS_REMOUNT|MS_BIND|flags (|MS_RDONLY for PX_BIND_RDONLY) and the flags the
+                               bind already has (atime ones only when flags names none) */
 #define PX_OP_MKDIR     3   /* mkdir(target, 0755), EEXIST is fine */
 #define PX_OP_SYMLINK   4   /* symlink(source, target) */
 #define PX_OP_PIVOT     5   /* pivot_root into target, old root detached */
@@ -68,8 +81,10 @@
 #define PX_OP_READONLY  7   /* bind target on itself read-only; ENOENT is fine */
 #define PX_OP_REMOUNT   8   /* remount target with flags (MS_REMOUNT added) */
 #define PX_OP_MKNOD     9   /* mknod(target, flags = st_mode: file type | permissions, bind_flags = the device
-                               number as the kernel's new_encode_dev(major, minor)); EEXIST is fine */
-#define PX_OP_CHOWN    10   /* lchown(target, uid = flags >> 32, gid = flags & 0xffffffff) */
+                               number as the kernel's new_encode_dev(major, minor)); the mode as it is (no
+                               umask); EEXIST is fine */
+#define PX_OP_CHOWN    10   /* lchown(target, uid = flags >> 32, gid = flags & 0xffffffff); needs a
+                               64-bit unsigned long */
 
 #define PX_BIND_RDONLY     1
 #define PX_BIND_RECURSIVE  2
@@ -93,6 +108,19 @@ struct px_mount_op {
     const char *target;
     const char *fstype;
     const char *data;
+};
+
+/* One namespace to join (setns): an fd of a namespace file (/proc/PID/ns/TYPE,
+ * a bind mount of one) and its CLONE_NEW* type. */
+struct px_ns_join {
+    int fd;
+    int type;
+};
+
+/* One sysctl the child writes in its own namespaces. */
+struct px_sysctl {
+    const char *key;          /* "net.ipv4.ip_forward" (dots become slashes) or "net/ipv4/conf/eth0.1/rp_filter" */
+    const char *value;
 };
 
 struct px_rlimit {
@@ -156,11 +184,41 @@ struct px_config {
     int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,
                                  clone_flags) replaces new namespaces and the mount plan */
     int set_ctty;             /* make stdin (a tty) the task's controlling terminal (TIOCSCTTY after setsid) */
-    int join_netns_fd;        /* >= 0: setns(join_netns_fd, CLONE_NEWNET) first thing after the go
-                                 (Isolation.network "netns:PATH"); -1: none */
+    /* Namespaces to join instead of (or besides) the clone's new ones, first
+     * thing after the go: the user namespace first (then its root is become),
+     * then the others in array order, the mount namespace last. A pid
+     * namespace is joined by px_spawn itself, for the clone only: see spawn.c.
+     * Not with join_pidfd. */
+    const struct px_ns_join *join_namespaces;
+    int n_join_namespaces;
+    const char *domainname;   /* NULL: keep; setdomainname after the hostname */
+    /* Written to /proc/sys/<key> after the namespaces, before the mount plan
+     * (so through the host's /proc, which acts on the writer's namespaces). */
+    const struct px_sysctl *sysctls;
+    int n_sysctls;
     int oom_score_adj;        /* written to /proc/self/oom_score_adj when set_oom_score */
     int set_oom_score;
     int stdio[3];             /* fds that become the task's 0, 1, 2 (-1: keep) */
+    /* >= 0: a connected AF_UNIX stream socket: the task opens /dev/ptmx in its
+     * root, sends the master over it (one sendmsg: "/dev/ptmx" and one
+     * SCM_RIGHTS fd) and makes the slave its stdio and controlling terminal
+     * instead of stdio (csrc/console.c); with a new mount namespace (not a
+     * joined task's) the slave is bound on /dev/console too. -1: none. */
+    int console_socket_fd;
+    int console_rows;         /* the pty's window size (TIOCSWINSZ) unless both are 0 */
+    int console_cols;
+    int personality;          /* personality(2) before the exec, when set_personality */
+    int set_personality;
+    int umask;                /* umask(2) before the exec, when set_umask (else the caller's) */
+    int set_umask;
+    /* >= 0 (use_init = 0 only): hold before the exec. The task does all its
+     * set-up, resolves program as the exec would (a failure is a PX_STEP_EXEC
+     * record as usual), closes the error pipe (px_spawn returns as launched)
+     * and every other fd it does not keep across the exec, then reads one
+     * byte from start_fd: a byte goes on to the seccomp filter (when it comes
+     * last) and the exec, EOF or an error exits 127, and so does any failure
+     * from then on, silently: nobody is left to report to. -1: no hold. */
+    int start_fd;
     const char *cwd;          /* NULL: keep */
     const char *program;      /* argv[0] or a path; searched in search_path when it has no '/' */
     const char *search_path;  /* PATH of the task */
@@ -202,8 +260,11 @@ struct px_exit {
 
 /* Parent side (csrc/spawn.c). px_spawn clones the child; unless it is
  * parked (wait_for_parent) it also places it (place_paths), releases it and
- * waits until it exec'd or failed (out->done, out->result). It returns 0, or
- * -errno when the clone itself failed (nothing is left then). px_finish does
+ * waits until it exec'd, failed, or (start_fd) is held before its exec
+ * (out->done, out->result). It returns 0, or -errno when the clone itself
+ * failed (nothing is left then); when that was the setns() into a pid
+ * namespace of join_namespaces before the clone, out->err names it too (step
+ * PX_STEP_SETNS), else out->err.step is 0. px_finish does
  * the rest for a parked child; px_abort kills a child that is not done and
  * waits until nothing of it shares our memory. Both are no-ops once done. */
 int px_spawn(const struct px_config *cfg, struct px_child *out);
@@ -267,6 +328,16 @@ PX_HIDDEN int px_error_fd(void);
 PX_HIDDEN void __attribute__((noreturn)) px_fail(int step, int err, const char *detail);
 /* Copies at most cap - 1 bytes of src (NULL: none) and a NUL; returns the length. */
 PX_HIDDEN size_t px_str_copy(char *dst, size_t cap, const char *src);
+
+/* csrc/namespaces.c: the stage after the go. px_join_user_namespace joins
+ * the user namespace of join_namespaces (returns 1 if there is one),
+ * px_join_namespaces the others but the pid namespace (the parent's), the
+ * mount namespace last; px_write_sysctls writes cfg->sysctls. */
+PX_HIDDEN int px_join_user_namespace(const struct px_config *cfg);
+PX_HIDDEN void px_join_namespaces(const struct px_config *cfg);
+PX_HIDDEN void px_write_sysctls(const struct px_config *cfg);
+/* csrc/console.c: the task's pty (console_socket_fd), instead of its stdio. */
+PX_HIDDEN void px_setup_console(const struct px_config *cfg);
 
 /* csrc/nsenter.c: the child's entry (clone's fn); never returns. */
 PX_HIDDEN int px_child_start(void *launch);

@@ -12,15 +12,19 @@
  *   caller thread (px_spawn / px_finish)      child (nsenter.c)
  *   ------------------------------------      -----------------
  *   mmap its stack (guard | task | init)
+ *   [a pid ns to join: setns into it]
  *   block every signal in this thread
  *   clone3(CLONE_VM|CLONE_NEW*|CLONE_PIDFD) -> px_child_start: close our pipe ends
+ *   [setns back to our pid ns]
  *   [parked: return to Python, which writes      [wait_for_parent: read(sync) ... blocks]
  *    id maps or a veth; px_finish goes on]     namespaces, mounts, pivot_root
  *   write pid -> each place_path (cgroup.procs) [hold_task: read(sync) ... blocks]
  *   write(sync, PX_GO) ---------------------> vfork the task (it clears the memory's
  *                                             dumpable flag before its exec), harden,
  *                                             execveat(monitor)
- *   read(error) until EOF <----------------- the error pipe closes at both execs
+ *   read(error) until EOF <----------------- the error pipe closes at both execs (a task
+ *                                             without init that holds for start_fd
+ *                                             closes it before its hold: task.c)
  *   munmap the stack, put the caller's dumpable flag back, restore the signal mask
  *
  * A caller whose clone3 is filtered (Docker's default seccomp profile answers
@@ -326,6 +330,53 @@ static struct px_launch *map_stack(struct px_child *out)
     return (struct px_launch *)(base + STACK_REGION) - 1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* A pid namespace to join: the launching thread's, for the clone only.      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * setns(CLONE_NEWPID) moves only the caller's future children into the
+ * namespace, never the caller: the child cannot join one itself (a fork more
+ * would, but then the task is not the child we cloned). So this thread joins
+ * it right before the clone (its pid_for_children, the thread's own) and goes
+ * back right after to the one it had, kept as an fd of
+ * /proc/thread-self/ns/pid_for_children; it forks nothing else meanwhile.
+ * Going back is always allowed (our own pid's namespace or one below); should
+ * it fail all the same, the launch fails (px_spawn). Joining a user or time
+ * namespace refuses a process sharing its memory: *unshareable says so.
+ */
+static int find_pid_join(const struct px_config *cfg, int *unshareable)
+{
+    int fd = -1;
+    for (int i = 0; i < cfg->n_join_namespaces; i++) {
+        int type = cfg->join_namespaces[i].type;
+        *unshareable |= (type & (CLONE_NEWUSER | CLONE_NEWTIME)) != 0;
+        if (type == CLONE_NEWPID && fd < 0 && cfg->join_pidfd < 0) /* nsenter.c refuses both */
+            fd = cfg->join_namespaces[i].fd;
+    }
+    return fd;
+}
+
+static int enter_pid_ns(int fd, int *back, struct px_child *out)
+{
+    *back = open("/proc/thread-self/ns/pid_for_children", O_RDONLY | O_CLOEXEC);
+    if (*back >= 0 && setns(fd, CLONE_NEWPID) == 0)
+        return 0;
+    out->err.step = PX_STEP_SETNS;
+    out->err.err = errno;
+    px_str_copy(out->err.detail, sizeof out->err.detail, "pid namespace");
+    close_fd(back);
+    return out->err.err;
+}
+
+/* Raw: a shared-memory child may be running on our TLS by now. 0 or -errno. */
+static long leave_pid_ns(int *back)
+{
+    long rc = *back < 0 ? 0 : px_sys3(SYS_setns, *back, CLONE_NEWPID, 0);
+    close_fd(back);
+    return rc < 0 ? rc : 0;
+}
+
 int px_spawn(const struct px_config *cfg, struct px_child *out)
 {
     int sync_p[2] = {-1, -1}, err_p[2] = {-1, -1}, status_p[2] = {-1, -1};
@@ -347,8 +398,9 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
      * anyone to put the memory's dumpable flag back. Never when joining a
      * task: setns() into a time namespace refuses a process whose memory is
      * shared, and a new time namespace would change the vdso under us. */
+    int unshareable = 0, pid_ns = find_pid_join(cfg, &unshareable), pid_ns_back = -1;
     int shared = PX_CAN_SHARE_MEMORY && cfg->share_memory && cfg->use_init && cfg->join_pidfd < 0 &&
-                 !(cfg->clone_flags & CLONE_NEWTIME);
+                 !(cfg->clone_flags & CLONE_NEWTIME) && !unshareable;
     memset(&copied, 0, sizeof copied);
     copied.cfg = cfg;
     copied.sync_fd = sync_p[0];
@@ -367,6 +419,8 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)cfg->cgroup_fd;
     }
+    if (pid_ns >= 0 && (saved_errno = enter_pid_ns(pid_ns, &pid_ns_back, out)) != 0)
+        goto fail;
     px_set_error_fd(err_p[1]);
     sigset_t saved_mask;
     block_signals(&saved_mask);
@@ -398,9 +452,10 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
             px_child_start(l);
         }
     }
+    long back = leave_pid_ns(&pid_ns_back);
     if (pid < 0) {
         restore_signals(&saved_mask);
-        saved_errno = (int)-pid;
+        saved_errno = (int)-(back < 0 ? back : pid);
         goto fail;
     }
     close_fd(&err_p[1]);
@@ -411,6 +466,14 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     out->sync_fd = sync_p[1];
     out->error_fd = err_p[0];
     out->status_fd = status_p[0];
+    if (back < 0) {
+        /* This thread is stuck in the joined pid namespace: fail the launch
+         * (the child dies) rather than let its later forks land there. */
+        out->result = (int)back;
+        finish_up(out);
+        restore_signals(&saved_mask);
+        return 0;
+    }
     if (cfg->wait_for_parent) {
         out->parked = 1; /* it touches nothing of ours until px_finish */
         restore_signals(&saved_mask);

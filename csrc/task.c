@@ -1,14 +1,17 @@
 /*
  * task.c — the child's last stage: the task's own process, from its clone to
  * its exec. It runs in the memory of its init (CLONE_VM|CLONE_VFORK, see
- * nsenter.c), so, like the rest of the child, it allocates nothing and takes
- * no locks; a failing step reports through px_fail() (csrc/error.c), the
- * only other unit it calls.
+ * nsenter.c), or is the cloned child itself (use_init = 0), so, like the rest
+ * of the child, it allocates nothing and takes no locks; a failing step
+ * reports through px_fail() (csrc/error.c). It calls only that and, for a
+ * console socket, px_setup_console (csrc/console.c) in place of its stdio.
  *
  * Order matters: the bounding set needs CAP_SETPCAP, so it goes before the
  * user switch; capabilities after it (keepcaps); no_new_privs, then the signal
- * dispositions and the fds; the seccomp filter last, since it may forbid what
- * the steps before need (or first, without no_new_privs: see load_seccomp).
+ * dispositions and the fds; with start_fd the hold (hold_for_start) after all
+ * of them; the seccomp filter last, since it may forbid what the steps before
+ * need, read() of the hold included (or first, without no_new_privs: see
+ * load_seccomp); personality before either place of the filter.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -106,36 +110,70 @@ static void switch_user(const struct px_config *cfg)
         px_fail(PX_STEP_SETUID, errno, "setresuid");
 }
 
+/*
+ * Every disposition back to SIG_DFL and an empty mask: an ignored signal
+ * survives execve (CPython ignores SIGPIPE and SIGXFSZ at start-up), and so
+ * does the mask (ours is full since nsenter.c). By raw syscalls: glibc's
+ * wrappers refuse its own two signals (32 and 33), which a copy of the caller
+ * could have had ignored all the same. SIG_DFL is 0, so the kernel's struct
+ * sigaction is all zeros, whatever its layout on this architecture.
+ */
 static void reset_signals(void)
 {
-    struct sigaction dfl;
-    sigset_t none;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    /* Ignored signals survive exec (Python ignores SIGPIPE): put every one back. */
-    for (int sig = 1; sig < NSIG; sig++)
+    unsigned long dfl[8];
+    uint64_t none = 0;
+    memset(dfl, 0, sizeof dfl);
+    for (int sig = 1; sig <= 64; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL);
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+            syscall(SYS_rt_sigaction, sig, dfl, NULL, sizeof none);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
 }
 
-static void exec_search(const struct px_config *cfg)
+/*
+ * One candidate of the program: 0 if an execve of it would start, else the
+ * errno it would fail with, as far as the file tells (a bad format is only
+ * found by the exec itself): a regular file we may execute (X_OK with our
+ * effective ids and capabilities, which also refuses a noexec mount).
+ */
+static int check_program(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno;
+    if (!S_ISREG(st.st_mode))
+        return EACCES;
+    if (faccessat(AT_FDCWD, path, X_OK, AT_EACCESS) < 0)
+        return errno;
+    return 0;
+}
+
+/*
+ * The path the exec runs: execvpe's rules without its allocations. A name
+ * with a '/' is taken as it is; else each directory of search_path in turn
+ * (an empty one is "."), in buf, skipping ENOENT, ENOTDIR and ENAMETOOLONG,
+ * EACCES remembered and winning over ENOENT, any other error ending the
+ * search. With exec = 1 each candidate is exec'd (this returns only when none
+ * started), else checked (check_program): the first good one is returned.
+ * NULL: none, with the errno in *err and the name it fails on in *what.
+ */
+static const char *search(const struct px_config *cfg, char *buf, size_t cap, int exec, int *err,
+                          const char **what)
 {
     const char *prog = cfg->program;
+    *what = prog;
     if (strchr(prog, '/')) {
-        execve(prog, cfg->argv, cfg->envp);
-        px_fail(PX_STEP_EXEC, errno, prog);
+        if (exec)
+            execve(prog, cfg->argv, cfg->envp);
+        *err = exec ? errno : check_program(prog);
+        return *err ? NULL : prog;
     }
-    /* execvpe's rules, without its allocations: EACCES wins over ENOENT. */
-    char buf[4096];
     size_t plen = strlen(prog);
     int saved = ENOENT;
     const char *p = cfg->search_path ? cfg->search_path : "/usr/bin:/bin";
     while (1) {
         const char *end = strchr(p, ':');
         size_t dlen = end ? (size_t)(end - p) : strlen(p);
-        if (dlen + plen + 2 <= sizeof buf) {
+        if (dlen + plen + 2 <= cap) {
             size_t n = 0;
             if (dlen == 0)
                 buf[n++] = '.';
@@ -143,17 +181,64 @@ static void exec_search(const struct px_config *cfg)
             n += dlen;
             buf[n++] = '/';
             memcpy(buf + n, prog, plen + 1);
-            execve(buf, cfg->argv, cfg->envp);
-            if (errno == EACCES)
+            if (exec)
+                execve(buf, cfg->argv, cfg->envp);
+            int e = exec ? errno : check_program(buf);
+            if (e == 0)
+                return buf;
+            if (e == EACCES)
                 saved = EACCES;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ENAMETOOLONG)
-                px_fail(PX_STEP_EXEC, errno, buf);
+            else if (e != ENOENT && e != ENOTDIR && e != ENAMETOOLONG) {
+                *err = e;
+                *what = buf;
+                return NULL;
+            }
         }
         if (!end)
             break;
         p = end + 1;
     }
-    px_fail(PX_STEP_EXEC, saved, prog);
+    *err = saved;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Stage: the hold before the exec (start_fd).                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The caller's launch ends here. The program is resolved first, so that a
+ * missing one fails the launch like any exec (OCI: create fails when args[0]
+ * is not found); then the error pipe closes, which px_spawn reads as
+ * launched. Every fd the exec would close goes now too, start_fd kept: the
+ * hold may be long, and copies of the caller's pipes must not keep them open
+ * meanwhile. Then one byte on start_fd releases the task; EOF or an error
+ * ends it. From the close of the error pipe on nobody hears a failure, and
+ * stdout/stderr are the container's: any failure exits 127, silently
+ * (px_fail writes nothing without an error fd). Returns the path to exec.
+ */
+static const char *hold_for_start(const struct px_config *cfg, char *buf, size_t cap)
+{
+    int err = 0;
+    const char *what;
+    const char *path = search(cfg, buf, cap, 0, &err, &what);
+    if (!path)
+        px_fail(PX_STEP_EXEC, err, what);
+    close(px_error_fd());
+    px_set_error_fd(-1);
+    unsigned fd = (unsigned)cfg->start_fd;
+    if (fd > 3)
+        syscall(SYS_close_range, 3U, fd - 1, 0);
+    syscall(SYS_close_range, fd >= 3 ? fd + 1 : 3U, ~0U, 0);
+    char byte;
+    ssize_t n;
+    do
+        n = read((int)fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(127);
+    close((int)fd);
+    return path;
 }
 
 /* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
@@ -171,10 +256,14 @@ void px_run_task(const struct px_config *cfg)
 {
     if (setsid() < 0)
         px_fail(PX_STEP_SETSID, errno, "setsid");
-    setup_stdio(cfg);
-    /* A pty slave on 0 becomes the controlling terminal of the new session. */
-    if (cfg->set_ctty && ioctl(0, TIOCSCTTY, 0) < 0)
-        px_fail(PX_STEP_STDIO, errno, "TIOCSCTTY");
+    if (cfg->console_socket_fd >= 0) {
+        px_setup_console(cfg); /* csrc/console.c: a pty of our root's devpts, our controlling terminal */
+    } else {
+        setup_stdio(cfg);
+        /* A pty slave on 0 becomes the controlling terminal of the new session. */
+        if (cfg->set_ctty && ioctl(0, TIOCSCTTY, 0) < 0)
+            px_fail(PX_STEP_STDIO, errno, "TIOCSCTTY");
+    }
     if (cfg->set_oom_score)
         write_oom_score(cfg->oom_score_adj);
     for (int i = 0; i < cfg->n_rlimits; i++) {
@@ -182,6 +271,9 @@ void px_run_task(const struct px_config *cfg)
         if (setrlimit(cfg->rlimits[i].resource, &rl) < 0)
             px_fail(PX_STEP_RLIMIT, errno, cfg->rlimits[i].name);
     }
+    /* Before any filter, which may allow only some personalities (Docker's). */
+    if (cfg->set_personality && syscall(SYS_personality, (unsigned long)(unsigned)cfg->personality) < 0)
+        px_fail(PX_STEP_PERSONALITY, errno, "personality");
     /* Without no_new_privs the kernel takes a filter only from a holder of
      * CAP_SYS_ADMIN, which the next steps drop: then load it here (as runc
      * does), and the profile must allow those steps (the default one does). */
@@ -194,6 +286,8 @@ void px_run_task(const struct px_config *cfg)
         switch_user(cfg);
     if (cfg->cwd && chdir(cfg->cwd) < 0)
         px_fail(PX_STEP_CHDIR, errno, cfg->cwd);
+    if (cfg->set_umask)
+        umask((mode_t)cfg->umask);
     if (cfg->set_caps)
         set_capabilities(cfg);
     if (cfg->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -207,8 +301,16 @@ void px_run_task(const struct px_config *cfg)
      * exec computes the task's own flag afresh. Before the filter, which
      * may forbid prctl. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    char path[4096];
+    const char *held = cfg->start_fd >= 0 ? hold_for_start(cfg, path, sizeof path) : NULL;
     if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
         load_seccomp(cfg);
-    exec_search(cfg);
-    _exit(127); /* not reached */
+    if (held) {
+        execve(held, cfg->argv, cfg->envp);
+        _exit(127); /* resolved before the hold; reported to nobody */
+    }
+    int err = 0;
+    const char *what;
+    search(cfg, path, sizeof path, 1, &err, &what);
+    px_fail(PX_STEP_EXEC, err, what);
 }

@@ -128,6 +128,11 @@ int cap_free(void *obj);
 #define MS_LAZYTIME ...
 #define MS_I_VERSION ...
 #define MS_NOSYMFOLLOW ...
+#define S_IFCHR ...
+#define S_IFBLK ...
+#define S_IFIFO ...
+static const int PER_LINUX;
+static const int PER_LINUX32;
 """
 
 _PRELUDE = """
@@ -143,6 +148,8 @@ _PRELUDE = """
 #include <linux/nsfs.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/personality.h>
+#include <sys/stat.h>
 #include "pyexec.h"
 /* Where the v2 device program's context and bpf(2)'s attribute fields lie
  * (pyexec/cgroups/devices.py packs them): from the kernel's own headers. */
@@ -196,9 +203,10 @@ _PRELUDE = """
 
 
 HEADERS = ("pyexec.h", "logmon.h")  # their CDEF regions, in this order
-# The parent side, the child's units (nsenter.c hands over to mounts.c and
-# task.c; all three report through error.c) and the log rotation.
-SOURCES = ("spawn.c", "nsenter.c", "mounts.c", "task.c", "error.c", "logmon.c")
+# The parent side, the child's units (nsenter.c hands over to namespaces.c,
+# mounts.c and task.c, task.c to console.c; all report through error.c) and
+# the log rotation.
+SOURCES = ("spawn.c", "nsenter.c", "namespaces.c", "mounts.c", "task.c", "console.c", "error.c", "logmon.c")
 
 
 def shared_cdef(headers: "tuple[str, ...]" = HEADERS) -> str:

@@ -4,7 +4,7 @@
 * ``"host"``: no network namespace.
 * ``"netns:PATH"`` / ``"ns:PATH"``: no new namespace; the parent opens PATH
   (``open_netns``) and the shim's child ``setns()``s into it before anything
-  else runs there (``SpawnPlan.join_netns_fd``).
+  else runs there (``SpawnPlan.join_namespaces``).
 * ``Bridge``: the task's own namespace plus a veth pair: the host end
   (``px`` + 12 hex digits) enslaved to the bridge, the other end ``eth0`` in
   the task with an address of the subnet and a default route via the

@@ -100,9 +100,25 @@ class SpawnPlan:
     seccomp_filter: Optional[bytes] = None   # packed struct px_bpf_insn array (pyexec.seccomp)
     join_pidfd: int = -1                     # exec into the task of this pidfd (setns)
     set_ctty: bool = False                   # stdin is a tty: make it the controlling terminal
-    join_netns_fd: int = -1                  # setns into this network namespace (Isolation.network netns:)
+    # (fd, CLONE_NEW* type) pairs: namespaces to join by setns(), first thing after the go (user first,
+    # mount last); a pid namespace is joined by px_spawn itself for the clone (Isolation.network netns:,
+    # OCI linux.namespaces[].path). The fds are the caller's; the child needs them only until it joined.
+    join_namespaces: Sequence[Tuple[int, int]] = ()
+    domainname: Optional[str] = None         # setdomainname, in a new uts namespace: next to hostname
+    # (key, value): /proc/sys/<key, dots as slashes> written in the child's own namespaces, before the mounts
+    sysctls: Sequence[Tuple[str, str]] = ()
     oom_score_adj: Optional[int] = None
     stdio: Tuple[int, int, int] = (-1, -1, -1)
+    # A connected AF_UNIX stream socket: the task sends its pty master over it and the slave becomes its
+    # stdio and controlling terminal instead of ``stdio``; the size unless both are 0 (csrc/console.c).
+    console_socket_fd: int = -1
+    console_rows: int = 0
+    console_cols: int = 0
+    personality: Optional[int] = None        # personality(2) before the exec (PER_LINUX, PER_LINUX32)
+    umask: Optional[int] = None              # None: the caller's
+    # use_init=False only: once set up, the task reads one byte from this fd before its exec (EOF: it
+    # exits 127), and spawn() returns as soon as it waits; see csrc/pyexec.h
+    start_fd: int = -1
     cwd: Optional[str] = None
 
 
@@ -234,6 +250,14 @@ _CONVERTED: Dict[str, str] = {
     "caller_env": "this process's environ area (caller_areas), with an init",
     "seccomp_filter": "plan.seccomp_filter (packed instructions) as struct px_bpf_insn[]",
     "seccomp_len": "the number of instructions in plan.seccomp_filter",
+    "join_namespaces": "plan.join_namespaces as struct px_ns_join[]",
+    "n_join_namespaces": "len(plan.join_namespaces)",
+    "sysctls": "plan.sysctls as struct px_sysctl[]",
+    "n_sysctls": "len(plan.sysctls)",
+    "personality": "plan.personality; None: 0, not set",
+    "set_personality": "plan.personality is not None",
+    "umask": "plan.umask; None: 0, not set",
+    "set_umask": "plan.umask is not None",
     "oom_score_adj": "plan.oom_score_adj; None: 0, not set",
     "set_oom_score": "plan.oom_score_adj is not None",
     "argv": "plan.argv as a NULL-terminated char *[]",
@@ -333,6 +357,23 @@ def _fill_config(cfg: Any, plan: SpawnPlan, keep: _Keep) -> None:
     if plan.oom_score_adj is not None:
         cfg.set_oom_score = 1
         cfg.oom_score_adj = plan.oom_score_adj
+    # The rest is off in the executors' plans: a test each, nothing allocated.
+    if plan.join_namespaces:
+        joins = ffi.new("struct px_ns_join[]", list(plan.join_namespaces))
+        keep.items.append(joins)
+        cfg.join_namespaces = joins
+        cfg.n_join_namespaces = len(plan.join_namespaces)
+    if plan.sysctls:
+        sysctls = ffi.new("struct px_sysctl[]", [(keep.cstr(k), keep.cstr(v)) for k, v in plan.sysctls])
+        keep.items.append(sysctls)
+        cfg.sysctls = sysctls
+        cfg.n_sysctls = len(plan.sysctls)
+    if plan.personality is not None:
+        cfg.set_personality = 1
+        cfg.personality = plan.personality
+    if plan.umask is not None:
+        cfg.set_umask = 1
+        cfg.umask = plan.umask
     cfg.argv = keep.strv(plan.argv)
     cfg.envp = keep.strv(plan.env)
 
@@ -348,6 +389,9 @@ def spawn(plan: SpawnPlan) -> Child:
     out = ffi.new("struct px_child *")
     rc = lib.px_spawn(cfg, out)
     if rc < 0:
+        if out.err.step:  # the launching thread's setns() into a pid namespace to join
+            raise LaunchError(ffi.string(lib.px_step_name(out.err.step)).decode(),
+                              ffi.string(out.err.detail).decode(errors="replace"), -rc)
         raise OSError(-rc, f"clone3: {os.strerror(-rc)}")
     child = Child(out, keep, cfg, plan.place_paths)
     child._release_memory()

@@ -78,8 +78,11 @@ def plans() -> List[shim.SpawnPlan]:
         rlimits=[(7, 10, 20, "nofile")],
         credentials=shim.Credentials(1000, 1000, (1000, 27)),
         capabilities=shim.CapabilitySets(1, 2, 4, 8, 16, 40),
-        no_new_privs=False, seccomp_filter=allow, join_pidfd=10, set_ctty=True, join_netns_fd=11,
-        oom_score_adj=-5, stdio=(0, 1, 2), cwd="/")
+        no_new_privs=False, seccomp_filter=allow, join_pidfd=10, set_ctty=True,
+        join_namespaces=[(11, lib.CLONE_NEWNET), (12, lib.CLONE_NEWPID)], domainname="example.org",
+        sysctls=[("kernel.shmmax", "4096")], oom_score_adj=-5, stdio=(0, 1, 2),
+        console_socket_fd=13, console_rows=24, console_cols=80, personality=lib.PER_LINUX32, umask=0o27,
+        start_fd=14, cwd="/")
     bare = shim.SpawnPlan(program="true", argv=["true"], env=[], search_path="/usr/bin:/bin")
     return [full, bare]
 

@@ -130,7 +130,7 @@ class ContainerExecutor(LinuxExecutor):
             self._lease = network.allocate(net, self.task_id, state_dir)
         elif joined_netns_path(net) is not None:
             self._netns_fd = network.open_netns(net)
-            plan.join_netns_fd = self._netns_fd
+            plan.join_namespaces = ((self._netns_fd, lib.CLONE_NEWNET),)
 
     def _close_netns_fd(self) -> None:
         fd, self._netns_fd = self._netns_fd, None
