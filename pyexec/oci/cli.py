@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 from .. import __version__
 from ..errors import PyexecError
 from .args import Invocation, UsageError, parse
+from .create import CreateOptions, create
+from .create import run as run_container
 from .hooks import HookFailed
 from .info import features, write_spec
 from .state import DEFAULT_ROOT, NotFound, Root, rfc3339_now
@@ -39,8 +41,29 @@ def _str(inv: Invocation, key: str, default: str = "") -> str:
     return value if isinstance(value, str) else default
 
 
+def _create_options(inv: Invocation) -> CreateOptions:
+    preserve = _str(inv, "preserve-fds", "0") or "0"
+    if not preserve.isdigit():
+        raise RuntimeFailure(f"invalid value {preserve!r} for --preserve-fds")
+    return CreateOptions(bundle=_str(inv, "bundle") or ".", pid_file=_str(inv, "pid-file") or None,
+                         console_socket=_str(inv, "console-socket") or None, preserve_fds=int(preserve),
+                         systemd_cgroup=bool(inv.global_flags.get("systemd-cgroup")),
+                         no_pivot=bool(inv.flags.get("no-pivot")))
+
+
+def _create(root: Root, inv: Invocation) -> None:
+    create(root, inv.args[0], _create_options(inv))
+
+
+def _run(root: Root, inv: Invocation) -> int:
+    return run_container(root, inv.args[0], _create_options(inv), detach=bool(inv.flags["detach"]),
+                         keep=bool(inv.flags["keep"]))
+
+
 def _verb_handlers() -> Dict[str, Handler]:
     return {
+        "create": _create,
+        "run": _run,
         "start": lambda root, inv: start(root, inv.args[0]),
         "state": lambda root, inv: state(root, inv.args[0]),
         "list": lambda root, inv: list_containers(root, _str(inv, "format", "table"), bool(inv.flags["quiet"])),

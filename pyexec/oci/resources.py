@@ -15,7 +15,7 @@ not supported yet (an error naming it).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..cgroups.devices import DEFAULT_DEVICE_RULES, DeviceRule
 from ..config import Resources
@@ -71,17 +71,21 @@ def to_resources(res: Optional[OciResources], where: str = "linux.resources") ->
         bio = res.block_io
         if bio.weight:
             out["io_weight"] = bio.weight
-        for name, value in (("leafWeight", bio.leaf_weight), ("weightDevice", bio.weight_device),
-                            ("throttleReadBpsDevice", bio.throttle_read_bps_device),
-                            ("throttleWriteBpsDevice", bio.throttle_write_bps_device),
-                            ("throttleReadIOPSDevice", bio.throttle_read_iops_device),
-                            ("throttleWriteIOPSDevice", bio.throttle_write_iops_device)):
-            if value:
-                raise _unsupported(f"{where}.blockIO.{name}", value)
-    for name, value in (("hugepageLimits", res.hugepage_limits), ("network", res.network), ("rdma", res.rdma),
-                        ("unified", res.unified)):
-        if value:
-            raise _unsupported(f"{where}.{name}", value)
+        unsupported_io: Tuple[Tuple[str, object], ...] = (
+            ("leafWeight", bio.leaf_weight), ("weightDevice", bio.weight_device),
+            ("throttleReadBpsDevice", bio.throttle_read_bps_device),
+            ("throttleWriteBpsDevice", bio.throttle_write_bps_device),
+            ("throttleReadIOPSDevice", bio.throttle_read_iops_device),
+            ("throttleWriteIOPSDevice", bio.throttle_write_iops_device))
+        for name, setting in unsupported_io:
+            if setting:
+                raise _unsupported(f"{where}.blockIO.{name}", setting)
+    unsupported: Tuple[Tuple[str, object], ...] = (
+        ("hugepageLimits", res.hugepage_limits), ("network", res.network), ("rdma", res.rdma),
+        ("unified", res.unified))
+    for name, setting in unsupported:
+        if setting:
+            raise _unsupported(f"{where}.{name}", setting)
     try:
         return Resources(**out)
     except ConfigError as exc:
