@@ -22,8 +22,9 @@ import os
 from typing import List, Optional, Sequence
 
 from ..config import Resources
-from .base import CgroupManager, cgroup_mounts
+from .base import CgroupManager
 from .devices import DeviceRule
+from .mounts import cgroup_mounts
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 

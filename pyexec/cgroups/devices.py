@@ -24,7 +24,7 @@ import struct
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import write_value, write_values
+from .fscommon import write_value, write_values
 
 __all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2",
            "device_program"]

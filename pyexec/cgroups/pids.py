@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..config import Resources
 from ..stats.usage import PidsUsage
-from .base import read_int, read_int_or_max, require_file, write_value
+from .fscommon import read_int, read_int_or_max, require_file, write_value
 
 __all__ = ["check_pids_v1", "set_pids_v1", "stat_pids_v1", "check_pids_v2", "set_pids_v2", "stat_pids_v2"]
 
