@@ -199,8 +199,17 @@ class CgroupManager(abc.ABC):
 
     def procs_files(self) -> List[str]:
         """The cgroup.procs files a new process is written into to join the
-        cgroup (the shim writes them between the clone and the task's start)."""
-        return [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+        cgroup (the shim writes them between the clone and the task's start).
+
+        Each call is logged at DEBUG, with the files in the record's
+        ``cgroup_procs_files`` attribute: the shim's writes are not Python's,
+        so this record is what shows that a task was written into its cgroup
+        rather than born there (clone3 CLONE_INTO_CGROUP, see open_dir_fd)."""
+        files = [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s/%s: a process joins through %s", self.parent, self.name, " ".join(files),
+                      extra={"cgroup_procs_files": files})
+        return files
 
     # -- shared implementation --------------------------------------------------
     def _dirs(self) -> List[str]:

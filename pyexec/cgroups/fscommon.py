@@ -11,6 +11,12 @@ This module owns:
 * ``require_file``: a limit whose control file is missing is an error, never
   silently dropped.
 
+Every write(2) to a control file is logged at DEBUG on this module's logger
+(``pyexec.cgroups.fscommon``), one record per write, with the file in the
+record's ``cgroup_file`` attribute and the text written in ``cgroup_data``:
+the cgroup side of a task can be followed, and checked by tests, without
+tracing the process.
+
 Nothing here knows a controller's file names; the callers pass the paths.
 """
 from __future__ import annotations
@@ -31,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # errnos with which the kernel refuses a *value* (as opposed to refusing us).
 _VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW, errno.ENOSPC})
+
+
+def _log_write(path: str, data: str) -> None:
+    log.debug("write %r > %s", data, path, extra={"cgroup_file": path, "cgroup_data": data})
 
 
 def read_all(fd: int) -> bytes:
@@ -57,6 +67,8 @@ def read_text(path: str) -> str:
 
 def write_text(path: str, data: str) -> None:
     """One write(2) of ``data`` to a control file (the kernel takes each write whole)."""
+    if log.isEnabledFor(logging.DEBUG):  # asked before building the record: launches write dozens
+        _log_write(path, data)
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, data.encode())
@@ -126,7 +138,7 @@ def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]
         try:
             for text, field_name, value in items:
                 if debug:
-                    log.debug("write %r > %s", str(text), path)
+                    _log_write(path, str(text))
                 os.write(fd, str(text).encode())
         finally:
             os.close(fd)

@@ -11,6 +11,8 @@ This module owns:
   (``retry_vanished_parent``), undoing a failed create (``undo_created``);
 * removing (``remove_tree`` with EBUSY retries, ``rmdir_unused``,
   ``remove_empty_parents``).
+
+Control files are written through fscommon.py, so every write is logged there.
 """
 from __future__ import annotations
 
