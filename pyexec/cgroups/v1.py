@@ -227,7 +227,11 @@ class V1Manager(CgroupManager):
         unified = self._paths.get("unified")
         if self.use_cgroup_kill and unified is not None and os.path.exists(os.path.join(unified, "cgroup.kill")):
             write_text(os.path.join(unified, "cgroup.kill"), "1")
-            if not set(self.pids()) - set(tree_pids([unified])):
+            # The twin's members are read first: a process that exits between
+            # the two reads (they are all dying now) is then missing from the
+            # second, not the first, and is not taken for one outside the twin.
+            in_twin = set(tree_pids([unified]))
+            if not set(self.pids()) - in_twin:
                 return
             # Someone moved a task process out of the v2 twin; the freezer gets it.
         freezer = self._paths.get("freezer")
