@@ -29,7 +29,9 @@ def set_pids(path: str, res: Resources) -> None:
 
 def stat_pids(path: Optional[str]) -> PidsUsage:
     """pids.current and pids.max (None = "max") of a cgroup; all None without one."""
-    current = None if path is None else read_int(os.path.join(path, "pids.current"))
+    if path is None:
+        return PidsUsage()
+    current = read_int(os.path.join(path, "pids.current"))
     if current is None:  # no such file (or directory): read rather than looked for
         return PidsUsage()
     return PidsUsage(current=current, limit=read_int_or_max(os.path.join(path, "pids.max")))
