@@ -109,6 +109,11 @@ static const int BPF_DEVCG_DEV_CHAR;
 #define PX_BPF_ATTACH_FD_OFFSET ...
 #define PX_BPF_ATTACH_TYPE_OFFSET ...
 #define PX_BPF_ATTACH_FLAGS_OFFSET ...
+int setns(int fd, int nstype);
+/* syscall(2) is variadic; declared with the arguments bpf(2) takes (number,
+ * cmd, union bpf_attr *, size), the one call made through it
+ * (pyexec/cgroups/devices.py), so cffi checks and converts them. */
+long syscall(long number, long cmd, void *attr, unsigned long size);
 typedef int cap_value_t;
 int cap_from_name(const char *name, cap_value_t *value);
 char *cap_to_name(cap_value_t cap);

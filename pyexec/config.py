@@ -3,9 +3,11 @@
 This module owns validation that needs nothing but the values themselves and the
 file system: every dataclass checks itself in ``__post_init__`` and raises
 ``ConfigError`` naming the field and the value, so bad input fails before any
-process, mount or directory exists (the network's part, ``Bridge`` and the
-joins of a namespace, is in netconfig.py and re-exported here). Values are normalised on the way in (sizes
-become bytes, names become canonical), so consumers read plain ints and tuples.
+process, mount or directory exists. Parts with rules of their own live
+beside it: the network's (``Bridge`` and the joins of a namespace) in
+netconfig.py, re-exported here; rlimits in rlimits.py; user-namespace id maps
+in idmaps.py. Values are normalised on the way in (sizes become bytes, names
+become canonical), so consumers read plain ints and tuples.
 """
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
+from .idmaps import IdMap, default_idmap, normalise_idmap
+from .idmaps import host_id as host_id  # re-exported: the executor modules import it from here
 from .netconfig import NETNS_DIR, Bridge, joined_netns_path, reconcile_network
+from .rlimits import normalise_rlimits
+from .rlimits import rlimit_number as rlimit_number  # re-exported, like host_id
 
 __all__ = [
     "parse_size", "Resources", "Mount", "Isolation", "ExecCommand", "Bridge", "joined_netns_path",
@@ -192,98 +198,6 @@ for _path in DEFAULT_MASKED_PATHS + DEFAULT_READONLY_PATHS:  # Isolation skips t
     check_container_path("default paths", _path)
 
 
-try:
-    import resource
-except ImportError:  # Windows: no rlimits; every name is then unknown
-    resource = None  # type: ignore[assignment]
-
-_RLIMIT_NAMES = {name[len("RLIMIT_"):].lower(): getattr(resource, name)
-                 for name in dir(resource) if name.startswith("RLIMIT_")} if resource else {}
-_RLIM_INFINITY = resource.RLIM_INFINITY if resource else -1
-
-RlimitValue = Union[int, str, None]
-
-
-def _rlimit_value(field_name: str, value: RlimitValue) -> int:
-    if value is None or value == -1 or (isinstance(value, str) and value.lower() in ("unlimited", "infinity")):
-        return _RLIM_INFINITY
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(field_name, value, "is not a limit (a non-negative int or 'unlimited')")
-    return value
-
-
-def _normalise_rlimits(value: Mapping[str, Any]) -> Dict[str, Tuple[int, int]]:
-    if not isinstance(value, Mapping):
-        raise ConfigError("rlimits", value, "must be a mapping of name to (soft, hard)")
-    out: Dict[str, Tuple[int, int]] = {}
-    for raw_name, limits in value.items():
-        name = str(raw_name).lower()
-        if name.startswith("rlimit_"):
-            name = name[len("rlimit_"):]
-        if name not in _RLIMIT_NAMES:
-            raise ConfigError("rlimits", raw_name, "is not a resource limit name (nofile, nproc, core, ...)")
-        if isinstance(limits, (int, str)) or limits is None:
-            limits = (limits, limits)
-        if not isinstance(limits, (tuple, list)) or len(limits) != 2:
-            raise ConfigError(f"rlimits.{name}", limits, "must be (soft, hard)")
-        soft = _rlimit_value(f"rlimits.{name}", limits[0])
-        hard = _rlimit_value(f"rlimits.{name}", limits[1])
-        if hard != _RLIM_INFINITY and (soft == _RLIM_INFINITY or soft > hard):
-            raise ConfigError(f"rlimits.{name}", tuple(limits), "soft limit is above the hard limit")
-        out[name] = (soft, hard)
-    return out
-
-
-def rlimit_number(name: str) -> int:
-    """The kernel's RLIMIT_* number of a normalised rlimit name."""
-    return _RLIMIT_NAMES[name]
-
-
-IdMap = Sequence[Tuple[int, int, int]]
-
-
-def _normalise_idmap(field_name: str, value: Optional[IdMap]) -> Optional[Tuple[Tuple[int, int, int], ...]]:
-    if value is None:
-        return None
-    out = []
-    for entry in value:
-        if (not isinstance(entry, (tuple, list)) or len(entry) != 3
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in entry)
-                or entry[2] == 0):
-            raise ConfigError(field_name, entry, "must be (inside_id, host_id, count) with count > 0")
-        out.append(tuple(entry))
-    if not out:
-        raise ConfigError(field_name, value, "must not be empty")
-    return tuple(out)  # type: ignore[return-value]
-
-
-#: The host range the task's ids map to when "user" is asked for without maps
-#: and /etc/subuid (/etc/subgid) names no range for root: 65536 ids from 100000.
-DEFAULT_SUBID_RANGE = (100000, 65536)
-
-
-def default_idmap(subid_file: str, owner: str = "root") -> Tuple[Tuple[int, int, int], ...]:
-    """((0, first, count),) from ``owner``'s first range in /etc/subuid or
-    /etc/subgid (``name:first:count`` lines), else DEFAULT_SUBID_RANGE."""
-    try:
-        with open(subid_file) as f:
-            for line in f:
-                parts = line.strip().split(":")
-                if len(parts) == 3 and parts[0] in (owner, "0") and parts[1].isdigit() and parts[2].isdigit():
-                    return ((0, int(parts[1]), int(parts[2])),)
-    except OSError:
-        pass
-    return ((0,) + DEFAULT_SUBID_RANGE,)
-
-
-def host_id(idmap: Tuple[Tuple[int, int, int], ...], inside: int) -> Optional[int]:
-    """The host id that ``inside`` maps to, or None when it is not mapped."""
-    for start, outside, count in idmap:
-        if start <= inside < start + count:
-            return outside + inside - start
-    return None
-
-
 @dataclass(frozen=True)
 class Device:
     """A host device node given to the task at the same path, with cgroup
@@ -392,9 +306,9 @@ class Isolation:
             if isinstance(self.capabilities, str):
                 raise ConfigError("capabilities", self.capabilities, "must be a list of capability names")
             put(self, "capabilities", parse_capabilities(self.capabilities))
-        put(self, "rlimits", _normalise_rlimits(self.rlimits))
-        put(self, "uid_map", _normalise_idmap("uid_map", self.uid_map))
-        put(self, "gid_map", _normalise_idmap("gid_map", self.gid_map))
+        put(self, "rlimits", normalise_rlimits(self.rlimits))
+        put(self, "uid_map", normalise_idmap("uid_map", self.uid_map))
+        put(self, "gid_map", normalise_idmap("gid_map", self.gid_map))
         if (self.uid_map or self.gid_map) and "user" not in names:
             raise ConfigError("uid_map", self.uid_map or self.gid_map, "needs the 'user' namespace")
         if "user" in names:

@@ -22,15 +22,12 @@ it is reclaimed by the next allocation that meets it and by ``cleanup_stale``.
 itself, or only its gateway address on a bridge someone else made; when the
 last lease goes, that (and nothing else) is removed.
 
-All netlink traffic goes through pyroute2. Work inside the task's namespace
-uses a netlink socket created there by a short-lived helper thread (the
-thread ``setns()``s and exits; no caller thread ever changes namespace and
-nothing forks).
+All netlink traffic goes through pyroute2, by way of netlink.py (which also
+makes the socket inside the task's namespace without moving any caller thread).
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -40,13 +37,16 @@ import logging
 import os
 import re
 import socket
-import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
-from . import _shim
-from .config import Bridge, joined_netns_path
+from .netconfig import Bridge, joined_netns_path
 from .errors import ConfigError, LaunchError
+from .native import lib
+from .netlink import delete_link, iproute, link_index, netlink_error, netlink_socket_in
+
+if TYPE_CHECKING:  # for the annotations only: netlink.py imports pyroute2 on first use
+    from pyroute2 import IPRoute
 
 __all__ = ["Lease", "STATE_ROOT", "IPAM_ROOT", "open_netns", "check_available", "allocate",
            "attach", "release", "find_lease", "cleanup_stale", "veth_name"]
@@ -61,8 +61,8 @@ BRIDGE_FILE = "bridge.json"
 NEXT_FILE = "next"           # where the next search for a free address starts
 TASK_IFNAME = "eth0"
 
-CLONE_NEWNET = _shim.lib.CLONE_NEWNET
-NS_GET_NSTYPE = _shim.lib.NS_GET_NSTYPE
+CLONE_NEWNET = lib.CLONE_NEWNET
+NS_GET_NSTYPE = lib.NS_GET_NSTYPE
 _VETH_RE = re.compile(r"^px[0-9a-f]{12}$")
 
 
@@ -112,77 +112,6 @@ def open_netns(network: str) -> int:
         os.close(fd)
         raise ConfigError("network", network, "is not a network namespace file")
     return fd
-
-
-# -- netlink helpers --------------------------------------------------------------
-
-def _iproute(fileno: Optional[int] = None):
-    from pyroute2 import IPRoute  # ~0.1 s to import: only when a network needs it
-    if fileno is None:
-        return IPRoute()
-    try:
-        return IPRoute(fileno=fileno)  # owns the socket from here on
-    except BaseException:
-        os.close(fileno)
-        raise
-
-
-def _netlink_error():
-    from pyroute2.netlink.exceptions import NetlinkError
-    return NetlinkError
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _netlink_socket_in(pid: int) -> int:
-    """A NETLINK_ROUTE socket of the network namespace of ``pid`` (a socket
-    stays in the namespace it was made in). A fresh thread setns()s, makes
-    it and ends: the namespace of the caller's threads never changes."""
-    ns_fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    out: Dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into the network namespace of pid {pid}: {os.strerror(err)}")
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                                 socket.NETLINK_ROUTE)
-            out["fd"] = sock.detach()
-        except BaseException as exc:  # handed to the caller below
-            out["error"] = exc
-
-    try:
-        thread = threading.Thread(target=work, name=f"pyexec-netns-{pid}", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(ns_fd)
-    if "error" in out:
-        raise out["error"]
-    return out["fd"]
-
-
-def _link_index(ipr, name: str) -> Optional[int]:
-    found = ipr.link_lookup(ifname=name)
-    return found[0] if found else None
-
-
-def _delete_link(ipr, name: str) -> bool:
-    """Delete link ``name``; False when it was not there (a veth also goes
-    by itself with its namespace, so gone is fine)."""
-    NetlinkError = _netlink_error()
-    index = _link_index(ipr, name)
-    if index is None:
-        return False
-    try:
-        ipr.link("del", index=index)
-    except NetlinkError as exc:
-        if exc.code in (errno.ENODEV, errno.ENOENT):
-            return False
-        raise
-    return True
 
 
 # -- the lease store ------------------------------------------------------------
@@ -240,21 +169,21 @@ def _is_stale(record: Dict[str, Any]) -> bool:
     return not isinstance(state_dir, str) or not os.path.isdir(state_dir)
 
 
-def _drop_lease(ipr, bridge_dir: str, ip: str, record: Dict[str, Any]) -> None:
+def _drop_lease(ipr: "IPRoute", bridge_dir: str, ip: str, record: Dict[str, Any]) -> None:
     """Remove a (stale) lease: its veth first, then the file. Under the lock."""
     veth = record.get("veth")
     if isinstance(veth, str) and _VETH_RE.match(veth):
-        _delete_link(ipr, veth)
+        delete_link(ipr, veth)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(bridge_dir, ip))
 
 
-def _check_bridge(ipr, bridge: Bridge, info: Optional[Dict[str, Any]]) -> None:
+def _check_bridge(ipr: "IPRoute", bridge: Bridge, info: Optional[Dict[str, Any]]) -> None:
     """ConfigError when ``bridge`` cannot be used as asked (before anything is made)."""
     if info is not None and info.get("subnet") != bridge.subnet:
         raise ConfigError("network.subnet", bridge.subnet,
                           f"differs from {info.get('subnet')}, the subnet bridge {bridge.name} is in use with")
-    index = _link_index(ipr, bridge.name)
+    index = link_index(ipr, bridge.name)
     if index is not None:
         link = ipr.link("get", index=index)[0]
         if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
@@ -270,7 +199,7 @@ def _check_bridge(ipr, bridge: Bridge, info: Optional[Dict[str, Any]]) -> None:
                               f"holds {address}, an address of interface {owner}")
 
 
-def _ensure_bridge(ipr, bridge: Bridge, bridge_dir: str) -> None:
+def _ensure_bridge(ipr: "IPRoute", bridge: Bridge, bridge_dir: str) -> None:
     """The bridge up with its gateway address; what is made is recorded in
     bridge.json (written first, so a crash in between leaves a record for
     cleanup_stale). Under the lock."""
@@ -280,9 +209,9 @@ def _ensure_bridge(ipr, bridge: Bridge, bridge_dir: str) -> None:
     if info is None:
         os.makedirs(bridge_dir, exist_ok=True)
         info = {"subnet": bridge.subnet, "gateway": bridge.gateway,
-                "created_bridge": _link_index(ipr, bridge.name) is None, "added_address": False}
+                "created_bridge": link_index(ipr, bridge.name) is None, "added_address": False}
         _write_json(info_path, info)
-    index = _link_index(ipr, bridge.name)
+    index = link_index(ipr, bridge.name)
     if index is None:
         ipr.link("add", ifname=bridge.name, kind="bridge")
         index = ipr.link_lookup(ifname=bridge.name)[0]
@@ -299,13 +228,13 @@ def _ensure_bridge(ipr, bridge: Bridge, bridge_dir: str) -> None:
     ipr.link("set", index=index, state="up")
 
 
-def _retire_bridge(ipr, name: str, bridge_dir: str) -> None:
+def _retire_bridge(ipr: "IPRoute", name: str, bridge_dir: str) -> None:
     """No lease is left: remove what pyexec made for the bridge, and its records. Under the lock."""
     if _leases(bridge_dir):
         return
-    NetlinkError = _netlink_error()
+    NetlinkError = netlink_error()
     info = _read_json(os.path.join(bridge_dir, BRIDGE_FILE)) or {}
-    index = _link_index(ipr, name)
+    index = link_index(ipr, name)
     if index is not None:
         try:
             if info.get("created_bridge"):
@@ -337,7 +266,7 @@ def check_available(bridge: Bridge) -> None:
     requested ``ip`` is leased to a live task, its subnet differs from the
     one the bridge is in use with, its name is another kind of interface."""
     bridge_dir = os.path.join(IPAM_ROOT, bridge.name)
-    with _locked(), _iproute() as ipr:
+    with _locked(), iproute() as ipr:
         _check_bridge(ipr, bridge, _read_json(os.path.join(bridge_dir, BRIDGE_FILE)))
         if bridge.ip is not None:
             record = _taken_by(bridge_dir, bridge.ip)
@@ -352,7 +281,7 @@ def allocate(bridge: Bridge, task_id: str, state_dir: str) -> Lease:
     bridge_dir = os.path.join(IPAM_ROOT, bridge.name)
     veth = veth_name(task_id)
     record = {"task_id": task_id, "state_dir": os.path.abspath(state_dir), "veth": veth}
-    with _locked(), _iproute() as ipr:
+    with _locked(), iproute() as ipr:
         try:
             _ensure_bridge(ipr, bridge, bridge_dir)
             ip = _claim(ipr, bridge, bridge_dir, record)
@@ -363,7 +292,7 @@ def allocate(bridge: Bridge, task_id: str, state_dir: str) -> Lease:
                  task_id=task_id, state_dir=record["state_dir"])
 
 
-def _claim(ipr, bridge: Bridge, bridge_dir: str, record: Dict[str, Any]) -> str:
+def _claim(ipr: "IPRoute", bridge: Bridge, bridge_dir: str, record: Dict[str, Any]) -> str:
     def take(ip: str) -> bool:
         path = os.path.join(bridge_dir, ip)
         held = _taken_by(bridge_dir, ip)
@@ -433,11 +362,11 @@ def attach(lease: Lease, pid: int) -> None:
     """Give the (waiting) child ``pid`` its end of a veth pair as eth0 with
     the lease's address, up, and a default route via the gateway. On failure
     the pair is deleted again and LaunchError raised."""
-    NetlinkError = _netlink_error()
+    NetlinkError = netlink_error()
     made = False
     try:
-        with _iproute() as ipr:
-            bridge = _link_index(ipr, lease.bridge)
+        with iproute() as ipr:
+            bridge = link_index(ipr, lease.bridge)
             if bridge is None:
                 raise LaunchError("network", lease.bridge, errno.ENODEV, "the bridge is gone")
             # The peer is born in the task's namespace: no eth0 ever exists on the host.
@@ -445,15 +374,15 @@ def attach(lease: Lease, pid: int) -> None:
             made = True
             host_end = ipr.link_lookup(ifname=lease.veth)[0]
             ipr.link("set", index=host_end, master=bridge, state="up")
-        with _iproute(_netlink_socket_in(pid)) as inside:
+        with iproute(netlink_socket_in(pid)) as inside:
             eth0 = inside.link_lookup(ifname=TASK_IFNAME)[0]
             inside.addr("add", index=eth0, address=lease.ip, prefixlen=lease.prefixlen)
             inside.link("set", index=eth0, state="up")
             inside.route("add", dst="0.0.0.0/0", gateway=lease.gateway, oif=eth0)
     except BaseException as exc:
         if made:
-            with contextlib.suppress(Exception), _iproute() as ipr:
-                _delete_link(ipr, lease.veth)
+            with contextlib.suppress(Exception), iproute() as ipr:
+                delete_link(ipr, lease.veth)
         if isinstance(exc, NetlinkError):
             raise LaunchError("network", f"{lease.veth}/{TASK_IFNAME} {lease.ip}", exc.code or errno.EIO) from None
         if isinstance(exc, OSError) and not isinstance(exc, LaunchError):
@@ -466,8 +395,8 @@ def release(lease: Lease) -> None:
     """Undo ``attach`` and ``allocate``: the veth, the lease, and the bridge
     (or its gateway address) when pyexec made it and this was its last lease."""
     bridge_dir = os.path.join(IPAM_ROOT, lease.bridge)
-    with _iproute() as ipr:
-        _delete_link(ipr, lease.veth)
+    with iproute() as ipr:
+        delete_link(ipr, lease.veth)
         with _locked():
             record = _read_json(os.path.join(bridge_dir, lease.ip))
             if record is not None and record.get("task_id") == lease.task_id:
@@ -485,7 +414,7 @@ def cleanup_stale() -> List[str]:
         bridges = sorted(os.listdir(IPAM_ROOT))
     except FileNotFoundError:
         bridges = []
-    with _locked(), _iproute() as ipr:
+    with _locked(), iproute() as ipr:
         named = set()
         for name in bridges:
             bridge_dir = os.path.join(IPAM_ROOT, name)
@@ -504,5 +433,5 @@ def cleanup_stale() -> List[str]:
             if (_VETH_RE.match(ifname) and ifname not in named
                     and link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"):
                 log.warning("deleting veth %s that no lease names", ifname)
-                _delete_link(ipr, ifname)
+                delete_link(ipr, ifname)
     return cleaned

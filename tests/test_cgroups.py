@@ -13,18 +13,20 @@ to a temporary directory; nothing kernel-side is mocked.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import List
+from typing import List, Tuple
 
 import pytest
 
 from conftest import FORK_LOOP, cgroup_leftovers, sleeper, wait_for
 from pyexec.cgroups import V1Manager, V2Manager, detect_mode, new_manager
-from pyexec.cgroups.base import cgroup_mounts, parse_keyed
+from pyexec.cgroups.fscommon import parse_keyed
+from pyexec.cgroups.mounts import cgroup_mounts
 from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
 from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, swap_max_v2
 from pyexec.cgroups.io import check_io_v1, parse_io_stat_v2, parse_service_bytes_v1
@@ -63,6 +65,12 @@ def release(p: subprocess.Popen) -> None:
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
+
+
+def cgroup_writes(caplog: pytest.LogCaptureFixture) -> List[Tuple[str, str]]:
+    """(file name, text) of each control-file write the cgroup code logged
+    (pyexec/cgroups/fscommon.py logs every one at DEBUG)."""
+    return [(os.path.basename(r.cgroup_file), r.cgroup_data) for r in caplog.records if hasattr(r, "cgroup_file")]
 
 
 # --------------------------------------------------------------------------- detection
@@ -305,16 +313,27 @@ class _Subreaper:
 
 @needs_v1
 @pytest.mark.parametrize("use_cgroup_kill", [True, False], ids=["unified-cgroup.kill", "freezer"])
-def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen], use_cgroup_kill: bool) -> None:
+def test_kill_all_stops_a_fork_loop(cg: str, procs: List[subprocess.Popen], use_cgroup_kill: bool,
+                                    caplog: pytest.LogCaptureFixture) -> None:
     # Every hierarchy, the freezer included (joined by default only without cgroup.kill).
     with _Subreaper() as reaper, V1Manager("forky", Resources(pids=50), parent=cg, mounts=v1_mounts()) as m:
-        m.use_cgroup_kill = use_cgroup_kill  # hybrid: the v2 twin's cgroup.kill; else the v1 freezer
+        # hybrid: the v2 twin's cgroup.kill; else the v1 freezer. Each variant
+        # needs what it is named after, and checks that it was what killed.
+        kill_file = os.path.join(m.paths.get("unified", "/nonexistent"), "cgroup.kill")
+        if use_cgroup_kill and not os.path.exists(kill_file):
+            pytest.skip("no cgroup v2 twin with cgroup.kill (a hybrid host, kernel 5.14+)")
+        if not use_cgroup_kill and "freezer" not in m.paths:
+            pytest.skip("no cgroup v1 freezer hierarchy mounted")
+        m.use_cgroup_kill = use_cgroup_kill
         m.kill_all()  # empty cgroup: nothing to do
         p = gated(procs, FORK_LOOP)
         m.add_pid(p.pid)
         release(p)
         assert wait_for(lambda: m.stats().pids.current >= 40), m.stats()
+        caplog.set_level(logging.DEBUG, logger="pyexec.cgroups")
         m.kill_all(timeout=10)
+        written = {name for name, _ in cgroup_writes(caplog)}
+        assert written == ({"cgroup.kill"} if use_cgroup_kill else {"freezer.state"}), written
         assert m.pids() == []  # no live process left (zombies are not members)
         assert p.wait(timeout=5) == -signal.SIGKILL
         reaper.reap()
@@ -455,11 +474,13 @@ def _cgroup2_root() -> str:
         raise
 
 
-def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen]) -> None:
+def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen],
+                                        caplog: pytest.LogCaptureFixture) -> None:
     """The controller-independent half of the v2 backend (mkdir, cgroup.procs,
     cpu.stat, cgroup.kill, cgroup.freeze, rmdir) works on any cgroup2 mount,
     including the controller-less one of a hybrid host."""
     root = _cgroup2_root()
+    caplog.set_level(logging.DEBUG, logger="pyexec.cgroups")
     m = V2Manager("core", Resources(), parent=cg, root=root)
     with m:
         fd = m.open_dir_fd()
@@ -468,6 +489,8 @@ def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen])
         finally:
             os.close(fd)
         for use_kill in (True, False):  # cgroup.kill, then the freeze + SIGKILL fallback
+            if use_kill and not os.path.exists(os.path.join(m.path, "cgroup.kill")):
+                continue  # a kernel before 5.14; the fallback is still checked
             m.use_cgroup_kill = use_kill
             p = gated(procs, "import time\nt = time.time()\nwhile time.time() - t < 0.2: pass\n"
                              "print('done', flush=True)\nsys.stdin.readline()\n")
@@ -477,8 +500,11 @@ def test_v2_core_lifecycle_on_the_kernel(cg: str, procs: List[subprocess.Popen])
             assert m.pids() == [p.pid]
             s = m.stats()
             assert s.cpu.usage_total_s is not None and s.cpu.usage_total_s >= 0.1
+            caplog.clear()
             m.kill_all()
             assert m.pids() == [] and p.wait(timeout=5) == -signal.SIGKILL
+            written = {name for name, _ in cgroup_writes(caplog)}
+            assert written == ({"cgroup.kill"} if use_kill else {"cgroup.freeze"}), written
         assert cg not in read("/proc/self/cgroup")
     assert not os.path.exists(m.path)
 

@@ -245,7 +245,7 @@ def test_user_namespace_maps_default_to_a_subordinate_range():
 
 
 def test_default_idmap_reads_the_owners_range(tmp_path):
-    from pyexec.config import default_idmap, host_id
+    from pyexec.idmaps import default_idmap, host_id
     subuid = tmp_path / "subuid"
     subuid.write_text("alice:100000:65536\nroot:400000:5000\n")
     assert default_idmap(str(subuid)) == ((0, 400000, 5000),)

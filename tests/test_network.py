@@ -28,6 +28,7 @@ from pyroute2 import IPRoute
 from conftest import caller_launches, kill_caller, wait_for
 from pyexec import Bridge, ExecCommand, Isolation, reattach
 from pyexec import network
+from pyexec.netlink import netlink_socket_in
 from pyexec.errors import ConfigError, LaunchError
 
 pytestmark = pytest.mark.needs_root(reason="network namespaces, bridges and veths need root")
@@ -303,7 +304,7 @@ def test_a_failure_inside_the_task_namespace_undoes_the_veth_and_the_lease(execu
     def broken(pid):
         made.append(pyexec_veths())
         raise OSError(1, "setns refused (test)")
-    monkeypatch.setattr(network, "_netlink_socket_in", broken)
+    monkeypatch.setattr(network, "netlink_socket_in", broken)
     cmd = ExecCommand(argv=["true"], task_dir=str(tmp_path / "t"),
                       isolation=Isolation(network=Bridge(name=br, subnet=SUBNET)))
     with pytest.raises(LaunchError, match=r"network px[0-9a-f]{12}/eth0 10.231.0.\d+: .*setns refused"):
@@ -471,7 +472,7 @@ def test_netns(tmp_path):
     try:
         ns_file = f"/proc/{holder.pid}/ns/net"
         wait_for(lambda: os.readlink(ns_file) != os.readlink("/proc/self/ns/net"), what="unshare")
-        with IPRoute(fileno=network._netlink_socket_in(holder.pid)) as ipr:
+        with IPRoute(fileno=netlink_socket_in(holder.pid)) as ipr:
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
             ipr.link("add", ifname="pxtdummy", kind="veth", peer="pxtdummyp")  # no dummy module here
             dummy = ipr.link_lookup(ifname="pxtdummy")[0]

@@ -19,11 +19,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 from ..config import Resources
-from .base import CgroupManager, cgroup_mounts
+from .base import CgroupManager
 from .devices import DeviceRule
+from .mounts import cgroup_mounts
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 
@@ -88,7 +89,7 @@ def parent_dirs(parent: str = "pyexec") -> List[str]:
 def task_names(parent: str = "pyexec") -> List[str]:
     """Names of the task cgroups that exist under ``parent`` in any hierarchy
     (a crashed caller may leave one in some hierarchies only)."""
-    names = set()
+    names: Set[str] = set()
     for directory in parent_dirs(parent):
         try:
             names.update(entry.name for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False))

@@ -1,18 +1,15 @@
 """The backend-neutral part of the cgroup manager.
 
-This module owns:
+This module owns ``CgroupManager``, the interface the executor calls, and the
+logic that is the same on v1 and v2: name checks, the sequence of create and
+update (with the rollback of a failed create), pid listing and kill_all's
+loop, the parts of a stats sample that need the previous one (cpu percent and
+peak memory), destroy, the context manager. Also the mapping of Resources
+fields to the controllers they need (``FIELD_CONTROLLER``, ``fields_needing``)
+and the merging of an update into the limits in force (``merge_update``).
 
-* ``CgroupManager`` -- the interface the executor calls, plus the logic that is
-  the same on v1 and v2 (name checks, the context manager, pid listing, the
-  parts of a stats sample that need the previous one -- cpu percent and peak
-  memory --, removing a cgroup tree with EBUSY retries);
-* the small file helpers every controller module uses (read an int, parse a
-  flat-keyed file like ``memory.stat``, write a limit and turn the kernel's
-  refusal into a ``ConfigError``, require that a control file exists);
-* ``cgroup_mounts`` (re-exported from mounts.py, which owns reading
-  ``/proc/self/mountinfo``).
-
-Nothing here knows controller file names except through its callers.
+The backends (v1.py, v2.py) fill in the abstract methods; control-file I/O is
+in fscommon.py, the directory trees (members, killing, removal) in tree.py.
 """
 from __future__ import annotations
 
@@ -22,22 +19,21 @@ import errno
 import logging
 import os
 import re
-import signal
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .mounts import MountEntry, cgroup_mounts, read_all
-
-if TYPE_CHECKING:
-    from .devices import DeviceRule
+from .devices import DeviceRule
+from .fscommon import write_text
+# Re-exported: tests/conftest.py takes cgroup_mounts from here.
+from .mounts import MountEntry, cgroup_mounts
+from .tree import remove_tree, rmdir_unused, tree_pids, undo_created
 
 __all__ = [
-    "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER",
-    "read_text", "write_text", "read_int", "read_int_or_max", "read_keyed", "parse_keyed",
-    "write_value", "write_values", "require_file", "tree_pids", "remove_tree", "set_fields", "merge_update",
+    "CgroupManager", "MountEntry", "cgroup_mounts", "FIELD_CONTROLLER", "check_names",
+    "set_fields", "fields_needing", "merge_update",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,249 +54,11 @@ FIELD_CONTROLLER: Dict[str, str] = {
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
-# errnos with which the kernel refuses a *value* (as opposed to refusing us).
-_VALUE_ERRNOS = frozenset({errno.EINVAL, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW, errno.ENOSPC})
-
-
-# --------------------------------------------------------------------------- files
-
-def read_text(path: str) -> str:
-    """The content of a control file, stripped. Plain os.open/os.read: a
-    buffered file object costs more syscalls (fstat, lseek, ioctl) than the
-    read itself, and a launch reads and writes dozens of these files."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return read_all(fd).decode().strip()
-    finally:
-        os.close(fd)
-
-
-def write_text(path: str, data: str) -> None:
-    """One write(2) of ``data`` to a control file (the kernel takes each write whole)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
-
-
-def read_int(path: str) -> Optional[int]:
-    """An integer control file; None when the file does not exist."""
-    try:
-        return int(read_text(path))
-    except FileNotFoundError:
-        return None
-
-
-def read_int_or_max(path: str) -> Optional[int]:
-    """A file holding an int or ``max``; ``max`` and a missing file give None."""
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        return None
-    return None if text == "max" else int(text)
-
-
-def parse_keyed(text: str) -> Dict[str, int]:
-    """Parse a flat-keyed file (``key value`` per line, like memory.stat, cpu.stat,
-    memory.events, memory.oom_control). Lines whose value is not an int are skipped."""
-    out: Dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 2:
-            continue
-        try:
-            out[parts[0]] = int(parts[1])
-        except ValueError:
-            continue
-    return out
-
-
-def read_keyed(path: str) -> Optional[Dict[str, int]]:
-    """``parse_keyed`` of a file; None when the file does not exist."""
-    try:
-        return parse_keyed(read_text(path))
-    except FileNotFoundError:
-        return None
-
-
-def write_value(path: str, text: Union[str, int], field_name: str, value: object) -> None:
-    """Write ``text`` to a control file for the Resources field ``field_name``.
-
-    When the kernel refuses the value (EINVAL, EBUSY, ERANGE, ...) the error is a
-    ``ConfigError`` naming the field, the file and the kernel's reason; any
-    other OSError (permissions, a vanished cgroup) propagates unchanged.
-    """
-    write_values(path, [(text, field_name, value)])
-
-
-def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]) -> None:
-    """``write_value`` of each (text, field_name, value) in turn through one open fd:
-    each write(2) is a request of its own (devices.allow takes one rule per write)."""
-    if not items:
-        return
-    text, field_name, value = items[0]  # the write being made, for the error
-    debug = log.isEnabledFor(logging.DEBUG)  # asked once, not per item
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            for text, field_name, value in items:
-                if debug:
-                    log.debug("write %r > %s", str(text), path)
-                os.write(fd, str(text).encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        if e.errno in _VALUE_ERRNOS:
-            data = str(text)
-            raise ConfigError(field_name, value,
-                              f"was rejected by the kernel: writing {data!r} to {path}: "
-                              f"{os.strerror(e.errno)}") from e
-        raise
-
-
-def require_file(directory: str, filename: str, field_name: str, value: object,
-                 controller: str, hint: str = "") -> str:
-    """The path of ``directory/filename``; a ``ConfigError`` naming the controller
-    and the file when it does not exist (a limit is never silently dropped)."""
-    path = os.path.join(directory, filename)
-    if not os.path.exists(path):
-        extra = f" ({hint})" if hint else ""
-        raise ConfigError(field_name, value,
-                          f"needs {filename} of the '{controller}' cgroup controller, "
-                          f"which this host does not provide in {directory}{extra}")
-    return path
-
 
 def set_fields(resources: Resources) -> List[Tuple[str, object]]:
     """(field, value) of every limit set in ``resources``, in declaration order."""
     return [(name, getattr(resources, name)) for name in FIELD_CONTROLLER
             if getattr(resources, name) is not None]
-
-
-# --------------------------------------------------------------------------- processes
-
-def _procs(directory: str) -> List[int]:
-    try:
-        with open(os.path.join(directory, "cgroup.procs")) as f:
-            return [int(x) for x in f.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def tree_pids(directories: Iterable[str]) -> List[int]:
-    """Sorted unique pids in the cgroups ``directories`` and all their descendants."""
-    found = set()
-    for top in directories:
-        for dirpath, _dirs, _files in os.walk(top):
-            found.update(_procs(dirpath))
-    return sorted(found)
-
-
-def kill_pids(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to each pid; pids that are already gone are ignored."""
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-FREEZE_WAIT = 1.0  # seconds to wait for a cgroup to freeze before killing anyway
-
-
-def freeze_kill_thaw(freeze_file: str, freeze: str, thaw: str, is_frozen: Callable[[], bool],
-                     pids: Callable[[], List[int]], deadline: float) -> None:
-    """One kill round under the freezer: freeze (so nothing forks between
-    listing and killing), SIGKILL every pid, thaw (SIGKILLed tasks die once
-    thawed). Both v1's freezer.state and v2's cgroup.freeze work this way."""
-    try:
-        with open(freeze_file, "w") as f:
-            f.write(freeze)
-        until = min(deadline, time.monotonic() + FREEZE_WAIT)
-        while not is_frozen():
-            if time.monotonic() > until:
-                log.warning("%s did not freeze in time; killing anyway", os.path.dirname(freeze_file))
-                break
-            time.sleep(0.002)
-        kill_pids(pids())
-    finally:
-        try:
-            with open(freeze_file, "w") as f:
-                f.write(thaw)
-        except FileNotFoundError:
-            pass
-
-
-def remove_tree(directory: str, timeout: float = 2.0) -> None:
-    """rmdir a cgroup and its descendants, deepest first, retrying EBUSY (tasks
-    that were just killed leave the cgroup asynchronously). Gone already is fine."""
-    if not os.path.isdir(directory):
-        return
-    subdirs = [dirpath for dirpath, _d, _f in os.walk(directory)]
-    deadline = time.monotonic() + timeout
-    for path in sorted(subdirs, key=len, reverse=True):
-        delay = 0.005
-        while True:
-            try:
-                os.rmdir(path)
-                log.debug("removed cgroup %s", path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-
-
-def retry_vanished_parent(make: Callable[[], None], attempts: int = 5) -> None:
-    """Call ``make``; again when it fails with FileNotFoundError, because a
-    sibling task's destroy() removed an empty shared parent between our mkdirs."""
-    for attempt in range(attempts):
-        try:
-            make()
-            return
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-
-
-def undo_created(created: Sequence[str]) -> None:
-    """rmdir the directories a failed create() made, newest first; never raises."""
-    for path in reversed(created):
-        try:
-            os.rmdir(path)
-        except OSError as e:
-            if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
-                log.warning("could not remove %s after a failed create: %s", path, e)
-
-
-def remove_empty_parents(directory: str, stop: str) -> None:
-    """rmdir ``directory`` and its ancestors up to (not including) ``stop`` while
-    they are empty. Busy or non-empty parents (siblings still alive) stay."""
-    stop = os.path.normpath(stop)
-    path = os.path.normpath(directory)
-    while path != stop and path.startswith(stop + os.sep):
-        if not rmdir_unused(path):
-            return
-        path = os.path.dirname(path)
-
-
-def rmdir_unused(path: str) -> bool:
-    """rmdir the cgroup ``path``: True when it is gone (now or before), False
-    when the kernel says it is in use (processes or sub-cgroups)."""
-    try:
-        os.rmdir(path)
-        log.debug("removed cgroup %s", path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
-            return False
-        raise
-    return True
 
 
 def check_names(name: str, parent: str) -> None:
@@ -312,10 +70,15 @@ def check_names(name: str, parent: str) -> None:
         raise ConfigError("parent", parent, "is not a cgroup path like 'pyexec' or 'a/b'")
 
 
-# --------------------------------------------------------------------------- interface
-
 class CgroupManager(abc.ABC):
     """One task's cgroup(s): create with limits, add processes, read stats, kill, remove.
+
+    Building a manager touches nothing; ``create`` makes the directories and
+    writes the limits (undone on failure); processes join by ``add_pid``, by
+    the shim writing into ``procs_files``, or are born inside through
+    ``open_dir_fd`` (v2); ``stats``, ``oom_killed`` and ``pids`` read;
+    ``update`` changes limits; ``kill_all`` and ``destroy`` end it. A backend
+    provides ``paths`` and the abstract hooks below.
 
     ``update`` follows Docker's ``update``: a field that is None in the new
     Resources keeps its current value (limits are changed, never removed).
@@ -337,7 +100,7 @@ class CgroupManager(abc.ABC):
         self._owner_pid = os.getpid()
         self._oom_baseline = 0
         #: Device rules (devices.py) applied at create(); None leaves devices alone.
-        self.device_rules: Optional[Sequence["DeviceRule"]] = None
+        self.device_rules: Optional[Sequence[DeviceRule]] = None
         # For cpu percent (since the previous sample) and the peak fallback.
         self._previous_cpu: Optional[Tuple[float, float]] = None  # (monotonic, usage_total_s)
         self._highest_usage: Optional[int] = None
@@ -436,8 +199,17 @@ class CgroupManager(abc.ABC):
 
     def procs_files(self) -> List[str]:
         """The cgroup.procs files a new process is written into to join the
-        cgroup (the shim writes them between the clone and the task's start)."""
-        return [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+        cgroup (the shim writes them between the clone and the task's start).
+
+        Each call is logged at DEBUG, with the files in the record's
+        ``cgroup_procs_files`` attribute: the shim's writes are not Python's,
+        so this record is what shows that a task was written into its cgroup
+        rather than born there (clone3 CLONE_INTO_CGROUP, see open_dir_fd)."""
+        files = [os.path.join(d, "cgroup.procs") for d in self._dirs()]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s/%s: a process joins through %s", self.parent, self.name, " ".join(files),
+                      extra={"cgroup_procs_files": files})
+        return files
 
     # -- shared implementation --------------------------------------------------
     def _dirs(self) -> List[str]:

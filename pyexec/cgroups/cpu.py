@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 from ..config import Resources
 from ..stats.usage import CpuUsage
-from .base import read_int, read_keyed, require_file, write_value
+from .fscommon import read_int, read_keyed, require_file, write_value
 
 __all__ = [
     "CFS_PERIOD_US", "cpu_quota_us", "shares_to_weight",

@@ -22,7 +22,7 @@ from cgroupspy.nodes import Node
 
 from ..config import Resources
 from ..errors import ConfigError
-from .base import read_text, require_file, write_text, write_value
+from .fscommon import read_text, require_file, write_text, write_value
 
 __all__ = ["init_cpuset_v1", "check_cpuset_v1", "set_cpuset_v1", "check_cpuset_v2", "set_cpuset_v2"]
 

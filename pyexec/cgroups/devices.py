@@ -13,7 +13,6 @@ either way (see rootfs.py).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import logging
@@ -21,10 +20,13 @@ import os
 import platform
 import stat
 import struct
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
-from .base import write_value, write_values
+# The compiled shim carries bpf(2)'s numbers and layouts from the kernel's
+# headers (pyexec/_build_shim.py): nothing here is copied by hand.
+from ..native import ffi, lib
+from .fscommon import write_value, write_values
 
 __all__ = ["DeviceRule", "DEFAULT_DEVICE_RULES", "device_rule", "set_devices_v1", "set_devices_v2",
            "device_program"]
@@ -83,17 +85,11 @@ def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
 
 _warned: List[bool] = []
 
-def _lib():
-    # The compiled shim carries bpf(2)'s numbers and layouts from the kernel's
-    # headers (pyexec/_build_shim.py): nothing here is copied by hand.
-    from .. import _shim
-    return _shim.lib
-
-
-def _devcg() -> Dict[str, Dict[str, int]]:
-    lib = _lib()
-    return {"type": {"b": lib.BPF_DEVCG_DEV_BLOCK, "c": lib.BPF_DEVCG_DEV_CHAR},
-            "access": {"m": lib.BPF_DEVCG_ACC_MKNOD, "r": lib.BPF_DEVCG_ACC_READ, "w": lib.BPF_DEVCG_ACC_WRITE}}
+# The device program's context: the device type and the access bits it asks for.
+_DEVCG: Dict[str, Dict[str, int]] = {
+    "type": {"b": lib.BPF_DEVCG_DEV_BLOCK, "c": lib.BPF_DEVCG_DEV_CHAR},
+    "access": {"m": lib.BPF_DEVCG_ACC_MKNOD, "r": lib.BPF_DEVCG_ACC_READ, "w": lib.BPF_DEVCG_ACC_WRITE},
+}
 
 
 def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -103,12 +99,11 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 def device_program(rules: Sequence[DeviceRule]) -> bytes:
     """A BPF_PROG_TYPE_CGROUP_DEVICE program: 1 (allow) when a rule matches the
     device's type, major and minor and grants every access asked, else 0."""
-    lib = _lib()
     ldxw, exit_ = lib.BPF_LDX | lib.BPF_W | lib.BPF_MEM, lib.BPF_JMP | lib.BPF_EXIT
     mov_x, mov_k = lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_X, lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_K
     and_k, rsh_k = lib.BPF_ALU64 | lib.BPF_AND | lib.BPF_K, lib.BPF_ALU64 | lib.BPF_RSH | lib.BPF_K
     jne_k = lib.BPF_JMP | lib.BPF_JNE | lib.BPF_K
-    names = _devcg()
+    names = _DEVCG
     all_access = sum(names["access"].values())
     prog = [
         _insn(ldxw, dst=2, src=1, off=lib.PX_DEVCG_ACCESS_OFFSET),  # r2 = ctx->access_type
@@ -137,51 +132,54 @@ def device_program(rules: Sequence[DeviceRule]) -> bytes:
     return b"".join(prog)
 
 
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    nr = getattr(_lib(), "__NR_bpf", None)
+def _bpf(cmd: int, attr: Any) -> int:
+    """bpf(2) ``cmd`` with the union bpf_attr in ``attr`` (a cffi char[] of PX_BPF_ATTR_SIZE)."""
+    nr = getattr(lib, "__NR_bpf", None)
     if nr is None:
         raise OSError(errno.ENOSYS, f"this architecture ({platform.machine()}) has no bpf(2)")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), attr, ctypes.c_long(len(attr)))
+    ret = lib.syscall(nr, cmd, attr, len(attr))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = ffi.errno
         raise OSError(err, os.strerror(err))
     return int(ret)
 
 
+def _address(buffer: Any) -> int:
+    """The address of a cffi buffer (cdata), for a __u64 pointer field of bpf_attr."""
+    return int(ffi.cast("uintptr_t", buffer))
+
+
 def _attach_device_program(path: str, rules: Sequence[DeviceRule]) -> None:
     code = device_program(rules)
-    insns = ctypes.create_string_buffer(code, len(code))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    verifier_log = ctypes.create_string_buffer(65536)
-    lib = _lib()
-    attr = ctypes.create_string_buffer(lib.PX_BPF_ATTR_SIZE)
+    insns = ffi.from_buffer(code)  # the kernel copies the program during BPF_PROG_LOAD; ``code`` outlives it
+    license_ = ffi.new("char[]", b"GPL")
+    verifier_log = ffi.new("char[]", 65536)
+    attr = ffi.new("char[]", lib.PX_BPF_ATTR_SIZE)  # zeroed: every field not set here is 0
     for fmt, offset, value in (("=I", lib.PX_BPF_LOAD_TYPE_OFFSET, lib.BPF_PROG_TYPE_CGROUP_DEVICE),
                                ("=I", lib.PX_BPF_LOAD_INSN_CNT_OFFSET, len(code) // 8),
-                               ("=Q", lib.PX_BPF_LOAD_INSNS_OFFSET, ctypes.addressof(insns)),
-                               ("=Q", lib.PX_BPF_LOAD_LICENSE_OFFSET, ctypes.addressof(license_)),
+                               ("=Q", lib.PX_BPF_LOAD_INSNS_OFFSET, _address(insns)),
+                               ("=Q", lib.PX_BPF_LOAD_LICENSE_OFFSET, _address(license_)),
                                ("=I", lib.PX_BPF_LOAD_LOG_LEVEL_OFFSET, 1),
                                ("=I", lib.PX_BPF_LOAD_LOG_SIZE_OFFSET, len(verifier_log)),
-                               ("=Q", lib.PX_BPF_LOAD_LOG_BUF_OFFSET, ctypes.addressof(verifier_log)),
+                               ("=Q", lib.PX_BPF_LOAD_LOG_BUF_OFFSET, _address(verifier_log)),
                                ("16s", lib.PX_BPF_LOAD_NAME_OFFSET, b"pyexec_devices")):
-        struct.pack_into(fmt, attr, offset, value)
+        struct.pack_into(fmt, ffi.buffer(attr), offset, value)
     try:
         prog_fd = _bpf(lib.BPF_PROG_LOAD, attr)
     except OSError as exc:
-        text = verifier_log.value.decode(errors="replace").strip().splitlines()
+        text = ffi.string(verifier_log).decode(errors="replace").strip().splitlines()
         if text:
             exc.strerror = f"{exc.strerror} (verifier: {text[-1]})"
         raise
     try:
         cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            attach = ctypes.create_string_buffer(lib.PX_BPF_ATTR_SIZE)
+            attach = ffi.new("char[]", lib.PX_BPF_ATTR_SIZE)
             for offset, value in ((lib.PX_BPF_ATTACH_TARGET_OFFSET, cgroup_fd),
                                   (lib.PX_BPF_ATTACH_FD_OFFSET, prog_fd),
                                   (lib.PX_BPF_ATTACH_TYPE_OFFSET, lib.BPF_CGROUP_DEVICE),
                                   (lib.PX_BPF_ATTACH_FLAGS_OFFSET, lib.BPF_F_ALLOW_MULTI)):
-                struct.pack_into("=I", attach, offset, value)
+                struct.pack_into("=I", ffi.buffer(attach), offset, value)
             _bpf(lib.BPF_PROG_ATTACH, attach)
         finally:
             os.close(cgroup_fd)

@@ -23,7 +23,7 @@ from typing import Optional, Set
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import IoUsage
-from .base import read_text, write_text, write_value
+from .fscommon import read_text, write_text, write_value
 
 __all__ = ["weight_file_v1", "check_io_v1", "set_io_v1", "stat_io_v1", "parse_service_bytes_v1",
            "enable_io_accounting_v1",

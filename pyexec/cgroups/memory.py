@@ -16,7 +16,7 @@ from typing import Dict, Optional
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import MemoryUsage
-from .base import read_int, read_int_or_max, read_keyed, require_file, write_value
+from .fscommon import read_int, read_int_or_max, read_keyed, require_file, write_value
 
 __all__ = [
     "check_memory_v1", "set_memory_v1", "stat_memory_v1", "oom_kills_v1",

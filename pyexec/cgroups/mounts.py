@@ -22,7 +22,9 @@ import select
 import threading
 from typing import List, NamedTuple, Optional, Tuple
 
-__all__ = ["MountEntry", "cgroup_mounts", "cgroup_mounts_cached", "parse_cgroup_mounts", "read_all", "MOUNTINFO"]
+from .fscommon import read_all
+
+__all__ = ["MountEntry", "cgroup_mounts", "cgroup_mounts_cached", "parse_cgroup_mounts", "MOUNTINFO"]
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -55,17 +57,6 @@ def parse_cgroup_mounts(text: str) -> List[MountEntry]:
         out.append(MountEntry(rfields[0], _unescape(fields[4]), _unescape(fields[3]),
                               tuple(rfields[2].split(","))))
     return out
-
-
-def read_all(fd: int) -> bytes:
-    """Everything left to read from ``fd`` (a control file or mountinfo), by plain reads."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _mount_ns() -> Optional[str]:

@@ -10,7 +10,7 @@ from typing import Optional
 
 from ..config import Resources
 from ..stats.usage import PidsUsage
-from .base import read_int, read_int_or_max, require_file, write_value
+from .fscommon import read_int, read_int_or_max, require_file, write_value
 
 __all__ = ["check_pids_v1", "set_pids_v1", "stat_pids_v1", "check_pids_v2", "set_pids_v2", "stat_pids_v2"]
 
@@ -29,7 +29,9 @@ def set_pids(path: str, res: Resources) -> None:
 
 def stat_pids(path: Optional[str]) -> PidsUsage:
     """pids.current and pids.max (None = "max") of a cgroup; all None without one."""
-    current = None if path is None else read_int(os.path.join(path, "pids.current"))
+    if path is None:
+        return PidsUsage()
+    current = read_int(os.path.join(path, "pids.current"))
     if current is None:  # no such file (or directory): read rather than looked for
         return PidsUsage()
     return PidsUsage(current=current, limit=read_int_or_max(os.path.join(path, "pids.max")))

@@ -26,18 +26,16 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .base import (
-    freeze_kill_thaw, retry_vanished_parent,
-    CgroupManager, write_text, fields_needing, kill_pids, tree_pids, read_text,
-    remove_empty_parents,
-)
+from .base import CgroupManager, fields_needing
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
-from .devices import set_devices_v1, set_devices_v2
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
+from .devices import set_devices_v1, set_devices_v2
+from .fscommon import read_text, write_text
 from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
-from .mounts import cgroup_mounts_cached
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
+from .mounts import cgroup_mounts_cached
 from .pids import check_pids_v1, set_pids_v1, stat_pids_v1
+from .tree import freeze_kill_thaw, kill_pids, remove_empty_parents, retry_vanished_parent, tree_pids
 
 __all__ = ["V1Manager", "V1_CONTROLLERS", "v1_mounts"]
 
@@ -229,7 +227,11 @@ class V1Manager(CgroupManager):
         unified = self._paths.get("unified")
         if self.use_cgroup_kill and unified is not None and os.path.exists(os.path.join(unified, "cgroup.kill")):
             write_text(os.path.join(unified, "cgroup.kill"), "1")
-            if not set(self.pids()) - set(tree_pids([unified])):
+            # The twin's members are read first: a process that exits between
+            # the two reads (they are all dying now) is then missing from the
+            # second, not the first, and is not taken for one outside the twin.
+            in_twin = set(tree_pids([unified]))
+            if not set(self.pids()) - in_twin:
                 return
             # Someone moved a task process out of the v2 twin; the freezer gets it.
         freezer = self._paths.get("freezer")

@@ -34,17 +34,16 @@ from typing import Dict, List, Optional, Set
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .base import (
-    freeze_kill_thaw, retry_vanished_parent,
-    CgroupManager, cgroup_mounts, fields_needing, kill_pids, read_keyed,
-    read_text, remove_empty_parents,
-)
+from .base import CgroupManager, fields_needing
 from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
-from .devices import set_devices_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
+from .devices import set_devices_v2
+from .fscommon import read_keyed, read_text, write_text
 from .io import check_io_v2, set_io_v2, stat_io_v2
 from .memory import check_memory_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
+from .mounts import cgroup_mounts
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
+from .tree import freeze_kill_thaw, kill_pids, remove_empty_parents, retry_vanished_parent
 
 __all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "is_delegated",
            "STATS_CONTROLLERS"]
@@ -122,13 +121,11 @@ def placement_base(root: str) -> str:
 
 
 def _procs_of(directory: str) -> List[int]:
-    with open(os.path.join(directory, "cgroup.procs")) as f:
-        return [int(x) for x in f.read().split()]
+    return [int(x) for x in read_text(os.path.join(directory, "cgroup.procs")).split()]
 
 
 def _write_subtree_control(directory: str, ctl: str) -> None:
-    with open(os.path.join(directory, "cgroup.subtree_control"), "w") as f:
-        f.write(f"+{ctl}")
+    write_text(os.path.join(directory, "cgroup.subtree_control"), f"+{ctl}")
     log.debug("enabled %s in %s", ctl, directory)
 
 
@@ -140,8 +137,7 @@ def move_members_to_leaf(directory: str) -> None:
     os.makedirs(leaf, exist_ok=True)
     for pid in _procs_of(directory):
         try:
-            with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
-                f.write(str(pid))
+            write_text(os.path.join(leaf, "cgroup.procs"), str(pid))
         except ProcessLookupError:
             continue
     log.info("moved the processes of %s into %s to enable controllers below it", directory, leaf)
@@ -275,8 +271,7 @@ class V2Manager(CgroupManager):
         kill_file = os.path.join(self.path, "cgroup.kill")
         if self.use_cgroup_kill and os.path.exists(kill_file):
             # The kernel SIGKILLs the whole subtree, forks in flight included.
-            with open(kill_file, "w") as f:
-                f.write("1")
+            write_text(kill_file, "1")
             return
         freeze_file = os.path.join(self.path, "cgroup.freeze")
         if not os.path.exists(freeze_file):

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import time
+from typing import List, Tuple
 
 import pytest
 
 from conftest import IS_ROOT, wait_for
 from pyexec import ExecCommand, Resources
-from pyexec.cgroups import V2Manager, detect_mode
+from pyexec.cgroups import detect_mode
 from pyexec.cgroups.cpu import shares_to_weight
 from pyexec.cgroups.v2 import placement_base, unified_root
 
@@ -52,6 +54,12 @@ def read(path: str) -> str:
 
 def task_pids(path: str):
     return [int(p) for p in read(os.path.join(path, "cgroup.procs")).split()]
+
+
+def cgroup_writes(caplog) -> List[Tuple[str, str]]:
+    """(file name, text) of each control-file write the cgroup code logged
+    (pyexec/cgroups/fscommon.py logs every one at DEBUG)."""
+    return [(os.path.basename(r.cgroup_file), r.cgroup_data) for r in caplog.records if hasattr(r, "cgroup_file")]
 
 
 def test_every_limit_lands_in_its_v2_file(executors, task_dir):
@@ -98,18 +106,17 @@ def _stdout(task_dir) -> str:
 
 
 @pytest.mark.parametrize("kind", ["container", "universal"])
-def test_tasks_are_born_in_their_cgroup_by_clone3(executors, task_dir, monkeypatch, kind):
-    """CLONE_INTO_CGROUP: the executor never has a pid written into cgroup.procs
-    (the shim writes into the files procs_files() names, add_pid too)."""
-    import pyexec.executor.linux as linux
-
-    def refuse(self):
-        raise AssertionError("a pid was to be written into cgroup.procs: clone3 CLONE_INTO_CGROUP was not used")
-
-    monkeypatch.setattr(V2Manager, "procs_files", refuse)
+def test_tasks_are_born_in_their_cgroup_by_clone3(executors, task_dir, caplog, kind):
+    """CLONE_INTO_CGROUP: the executor never has a pid written into cgroup.procs.
+    The cgroup code logs each time it hands out the cgroup.procs files for
+    that (CgroupManager.procs_files, which the shim's fallback and add_pid
+    use) and each write it makes itself."""
+    caplog.set_level(logging.DEBUG, logger="pyexec.cgroups")
     ex = executors(kind)
     ex.launch(ExecCommand(argv=["sleep", "60"], task_dir=str(task_dir), resources=Resources(pids=20)))
-    assert linux._clone_into_cgroup_works
+    handed_out = [r.cgroup_procs_files for r in caplog.records if hasattr(r, "cgroup_procs_files")]
+    assert not handed_out, f"a pid was to be written into {handed_out}: clone3 CLONE_INTO_CGROUP was not used"
+    assert "cgroup.procs" not in [name for name, _ in cgroup_writes(caplog)]
     assert len(task_pids(ex._cgroup.path)) >= 1
 
 
@@ -150,26 +157,10 @@ def test_an_oom_kill_is_read_from_memory_events_and_the_monitor_survives(executo
     assert result.usage.memory.oom_kills >= 1
 
 
-def test_shutdown_uses_cgroup_kill(executors, task_dir, monkeypatch):
+def test_shutdown_uses_cgroup_kill(executors, task_dir, caplog):
     """A universal task's fork bomb (no pid namespace to die with its init)
-    dies by cgroup.kill alone: the freezer and per-pid fallbacks are made to
-    fail, and the write to cgroup.kill is seen."""
-    import builtins
-    import pyexec.cgroups.v2 as v2
-
-    def no_fallback(*args, **kwargs):
-        raise AssertionError("the cgroup.kill path was not taken")
-
-    written = []
-
-    def spy_open(file, mode="r", *args, **kwargs):
-        if "w" in mode:
-            written.append(os.path.basename(str(file)))
-        return builtins.open(file, mode, *args, **kwargs)
-
-    monkeypatch.setattr(v2, "freeze_kill_thaw", no_fallback)
-    monkeypatch.setattr(v2, "kill_pids", no_fallback)
-    monkeypatch.setattr(v2, "open", spy_open, raising=False)
+    dies by cgroup.kill alone: the kill rounds write cgroup.kill and never
+    freeze (the control-file writes are logged by the cgroup code)."""
     bomb = ("import os, time\nwhile True:\n    try:\n        if os.fork() == 0:\n"
             "            os.setsid()\n            time.sleep(100)\n            os._exit(0)\n"
             "    except OSError:\n        time.sleep(0.001)\n")
@@ -177,10 +168,12 @@ def test_shutdown_uses_cgroup_kill(executors, task_dir, monkeypatch):
     ex.launch(ExecCommand(argv=[PY, "-c", bomb], task_dir=str(task_dir), resources=Resources(pids=24)))
     path = ex._cgroup.path
     wait_for(lambda: (ex.stats().pids.current or 0) >= 20, timeout=60, what="the fork bomb to fill its limit")
+    caplog.set_level(logging.DEBUG, logger="pyexec.cgroups")
     started = time.monotonic()
     result = ex.shutdown(grace=0)
     assert result.signal == signal.SIGKILL and time.monotonic() - started < 30
-    assert "cgroup.kill" in written, written
+    written = {name for name, _ in cgroup_writes(caplog)}
+    assert written == {"cgroup.kill"}, written  # not cgroup.freeze: no fallback round
     assert not os.path.exists(path)
 
 
