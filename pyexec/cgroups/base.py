@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import Resources
 from ..errors import ConfigError
@@ -62,12 +62,26 @@ def set_fields(resources: Resources) -> List[Tuple[str, object]]:
 
 
 def check_names(name: str, parent: str) -> None:
-    """Cgroup ``name`` is one path component; ``parent`` one or more ('a/b')."""
+    """Cgroup ``name`` is one path component; ``parent`` one or more ('a/b'),
+    or "" (or "/"): the root of each hierarchy (an OCI cgroupsPath "/name")."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError("name", name, "is not a cgroup name (letters, digits, '_', '.', '-', '@', ':')")
+    if isinstance(parent, str) and not parent.strip("/"):
+        return
     if not isinstance(parent, str) or not parent or not all(
             _NAME_RE.match(part) for part in parent.strip("/").split("/")):
         raise ConfigError("parent", parent, "is not a cgroup path like 'pyexec' or 'a/b'")
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeControl:
+    """A freezer: the file, what to write to freeze and to thaw, and how to
+    read the state (v2: cgroup.events' "frozen 1"; v1: freezer.state FROZEN)."""
+
+    path: str
+    frozen: str
+    thawed: str
+    is_frozen: Callable[[], bool]
 
 
 class CgroupManager(abc.ABC):
@@ -104,6 +118,10 @@ class CgroupManager(abc.ABC):
         # For cpu percent (since the previous sample) and the peak fallback.
         self._previous_cpu: Optional[Tuple[float, float]] = None  # (monotonic, usage_total_s)
         self._highest_usage: Optional[int] = None
+
+    def parent_levels(self) -> List[str]:
+        """The directories from a hierarchy's root down to the cgroup's parent."""
+        return [part for part in self.parent.split("/") if part]
 
     # -- abstract API ---------------------------------------------------------
     @property
@@ -147,6 +165,36 @@ class CgroupManager(abc.ABC):
     @abc.abstractmethod
     def _kill_round(self, deadline: float) -> None:
         """One round of killing every process in the cgroup (backend specific)."""
+
+    def _freezer(self) -> Optional["FreezeControl"]:
+        """The control file that freezes the cgroup, None when it has none."""
+        return None
+
+    # -- freezing (pause and resume) ---------------------------------------------------
+    def freeze(self, timeout: float = 5.0) -> None:
+        """Freeze every process of the cgroup and wait until the kernel says
+        it is frozen; OSError(ENOTSUP) without a freezer, TimeoutError when a
+        process does not stop within ``timeout`` seconds."""
+        control = self._freezer()
+        if control is None:
+            raise OSError(errno.ENOTSUP, f"cgroup {self.name} has no freezer")
+        write_text(control.path, control.frozen)
+        deadline = time.monotonic() + timeout
+        while not control.is_frozen():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cgroup {self.name} did not freeze within {timeout}s")
+            time.sleep(0.001)
+
+    def thaw(self) -> None:
+        """Let the processes of a frozen cgroup run again."""
+        control = self._freezer()
+        if control is not None:
+            write_text(control.path, control.thawed)
+
+    def frozen(self) -> bool:
+        """Whether the cgroup is frozen now."""
+        control = self._freezer()
+        return control is not None and control.is_frozen()
 
     # -- creating and updating: the same sequence on both backends -------------
     def create(self) -> None:

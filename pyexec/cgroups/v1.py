@@ -26,11 +26,11 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .base import CgroupManager, fields_needing
+from .base import CgroupManager, FreezeControl, fields_needing
 from .cpu import check_cpu_v1, set_cpu_v1, stat_cpu_v1
 from .cpuset import check_cpuset_v1, init_cpuset_v1, set_cpuset_v1
 from .devices import set_devices_v1, set_devices_v2
-from .fscommon import read_text, write_text
+from .fscommon import read_keyed, read_text, write_text
 from .io import check_io_v1, enable_io_accounting_v1, set_io_v1, stat_io_v1
 from .memory import check_memory_v1, oom_kills_v1, set_memory_v1, stat_memory_v1
 from .mounts import cgroup_mounts_cached
@@ -193,7 +193,7 @@ class V1Manager(CgroupManager):
 
     def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
         """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
-        levels = self.parent.split("/") + [self.name]
+        levels = [*self.parent_levels(), self.name]
         for depth in range(1, len(levels) + 1):
             path = os.path.join(mount, *levels[:depth])
             leaf = depth == len(levels)
@@ -240,6 +240,20 @@ class V1Manager(CgroupManager):
             return
         state = os.path.join(freezer, "freezer.state")
         freeze_kill_thaw(state, "FROZEN", "THAWED", lambda: read_text(state) == "FROZEN", self.pids, deadline)
+
+    def _freezer(self) -> Optional[FreezeControl]:
+        """The unified twin's cgroup.freeze (a hybrid host; v2 freezing is a
+        core feature, no controller needed), else the v1 freezer hierarchy."""
+        unified = self._paths.get("unified")
+        if unified is not None and os.path.exists(os.path.join(unified, "cgroup.freeze")):
+            events = os.path.join(unified, "cgroup.events")
+            return FreezeControl(os.path.join(unified, "cgroup.freeze"), "1", "0",
+                                 lambda: (read_keyed(events) or {}).get("frozen") == 1)
+        freezer = self._paths.get("freezer")
+        if freezer is None or not os.path.exists(os.path.join(freezer, "freezer.state")):
+            return None
+        state = os.path.join(freezer, "freezer.state")
+        return FreezeControl(state, "FROZEN", "THAWED", lambda: read_text(state) == "FROZEN")
 
     # -- reading -----------------------------------------------------------------------
     def _sample(self) -> ResourceUsage:

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Set
 from ..config import Resources
 from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
-from .base import CgroupManager, fields_needing
+from .base import CgroupManager, FreezeControl, fields_needing
 from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
 from .devices import set_devices_v2
@@ -219,7 +219,7 @@ class V2Manager(CgroupManager):
 
     def _make_path(self, res: Resources, created: List[str]) -> None:
         directory = self.base
-        levels = self.parent.split("/") + [self.name]
+        levels = [*self.parent_levels(), self.name]
         for depth, part in enumerate(levels, 1):
             self._enable(directory, res)
             directory = os.path.join(directory, part)
@@ -280,6 +280,13 @@ class V2Manager(CgroupManager):
         events = os.path.join(self.path, "cgroup.events")
         freeze_kill_thaw(freeze_file, "1", "0", lambda: (read_keyed(events) or {}).get("frozen") == 1,
                          self.pids, deadline)
+
+    def _freezer(self) -> Optional[FreezeControl]:
+        freeze_file = os.path.join(self.path, "cgroup.freeze")
+        if not os.path.exists(freeze_file):
+            return None
+        events = os.path.join(self.path, "cgroup.events")
+        return FreezeControl(freeze_file, "1", "0", lambda: (read_keyed(events) or {}).get("frozen") == 1)
 
     # -- reading -------------------------------------------------------------------------
     def _sample(self) -> ResourceUsage:

@@ -51,9 +51,7 @@ def cgroup_location(cgroups_path: Optional[str], container_id: str, systemd: boo
     parts = [p for p in path.strip("/").split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         raise ConfigError("linux.cgroupsPath", cgroups_path, "is not a cgroup path")
-    if len(parts) == 1:
-        # The library keeps tasks below a parent; a top-level cgroup has the root as its parent.
-        return "/", parts[0]
+    # "" as the parent: the root of each hierarchy (an absolute one-level path).
     return "/".join(parts[:-1]), parts[-1]
 
 

@@ -94,7 +94,7 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
     parent, name = cgroup_location(config.linux.cgroups_path, container_id, options.systemd_cgroup)
     resources = to_resources(config.linux.resources)
     rules = device_rules(config.linux.resources, config.linux.devices)
-    oci = plan_container(config, "/" + (f"{parent}/{name}" if parent != "/" else name))
+    oci = plan_container(config, "/" + "/".join(part for part in (parent, name) if part))
     root.ensure()
     directory = root.dir(container_id)
     try:
