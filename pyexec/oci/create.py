@@ -26,12 +26,13 @@ one process (the container is its child then), or create and start with
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 from typing import Optional
 
 from ..cgroups import CgroupManager
-from ..errors import ConfigError
+from ..errors import ConfigError, LaunchError
 from ..executor.launch import spawn_into_cgroup, write_id_maps
 from ..executor.state import write_atomically
 from ..process import decode_wait_status
@@ -133,7 +134,10 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
             if oci.uid_map:
                 write_id_maps(child.pid, oci.uid_map, oci.gid_map)
             _creation_hooks(config, record)
-        finish(child)
+        try:
+            finish(child)
+        except LaunchError as exc:
+            raise _exec_failure(exc, oci.plan.program) from None
         if options.pid_file is not None:
             _write_pid_file(options.pid_file, child.pid)
         root.save(record)
@@ -156,6 +160,20 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
             for fd in (child.pidfd, child.status_fd):
                 if fd >= 0:
                     os.close(fd)
+
+
+def _exec_failure(exc: LaunchError, program: str) -> Exception:
+    """runc's texts for a program that cannot be run, which clients map to
+    exit codes (127: not found, 126: permission denied)."""
+    if exc.step != "exec":
+        return exc
+    if exc.errno == errno.ENOENT:
+        if "/" not in program:
+            return RuntimeFailure(f'exec: "{program}": executable file not found in $PATH')
+        return RuntimeFailure(f'exec: "{program}": stat {program}: no such file or directory')
+    if exc.errno == errno.EACCES:
+        return RuntimeFailure(f'exec: "{program}": permission denied')
+    return exc
 
 
 def _creation_hooks(config: OciConfig, record: ContainerRecord) -> None:
