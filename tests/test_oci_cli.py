@@ -193,7 +193,7 @@ def test_hooks_get_the_state_on_stdin(oci: Runtime, bundle: Bundle, rootfs: Path
     pid = int((tmp_path / "pid").read_text())
     for phase in ("prestart", "createRuntime"):
         state = json.loads((tmp_path / f"{phase}.json").read_text())
-        assert state["id"] == CONTAINER_ID and state["pid"] == pid and state["status"] == "creating"
+        assert state["id"] == CONTAINER_ID and state["pid"] == pid and state["status"] == "created"
     oci("start", CONTAINER_ID)
     assert json.loads((tmp_path / "poststart.json").read_text())["status"] == "running"
     wait_for(lambda: oci.state(CONTAINER_ID)["status"] == "stopped", what="the container to exit")

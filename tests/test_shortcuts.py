@@ -30,7 +30,7 @@ from pyexec.cgroups import V1Manager
 from pyexec.cgroups.v1 import v1_mounts
 from pyexec.config import Resources
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups and mounts need root")
+pytestmark = pytest.mark.needs_root(reason="cgroups and mounts need root")
 needs_unshare = pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) from util-linux")
 needs_v1 = pytest.mark.skipif("memory" not in v1_mounts(), reason="no cgroup v1 memory hierarchy on this host")
 needs_v1_pids = pytest.mark.skipif("pids" not in v1_mounts(),

@@ -179,7 +179,7 @@ def _exec_failure(exc: LaunchError, program: str) -> Exception:
 def _creation_hooks(config: OciConfig, record: ContainerRecord) -> None:
     """prestart (deprecated), createRuntime and createContainer, while the
     child is parked in its new namespaces, before its root is set up."""
-    state = record.spec_state("creating")
+    state = record.spec_state("created")  # what runc and crun pass, and runtime-tools expects
     hooks = config.hooks
     run_hook_list(_hooks_json(hooks.prestart), "prestart", state)
     run_hook_list(_hooks_json(hooks.create_runtime), "createRuntime", state)

@@ -19,7 +19,7 @@ from typing import List, Tuple
 
 import pytest
 
-from conftest import IS_ROOT, wait_for
+from conftest import wait_for
 from pyexec import ExecCommand, Resources
 from pyexec.cgroups import detect_mode
 from pyexec.cgroups.cpu import shares_to_weight
@@ -30,8 +30,6 @@ PY = "/usr/bin/python3"  # inside a container: the host-mirror root has /usr, no
 
 
 def _v2_with_controllers() -> str:
-    if not IS_ROOT:
-        return "needs root"
     try:
         mode = detect_mode()
     except FileNotFoundError:
@@ -44,7 +42,8 @@ def _v2_with_controllers() -> str:
     return f"cgroup2 lacks {' '.join(sorted(missing))}" if missing else ""
 
 
-pytestmark = pytest.mark.skipif(bool(_v2_with_controllers()), reason=_v2_with_controllers() or "-")
+pytestmark = [pytest.mark.needs_root(reason="v2 task cgroups need root"),
+              pytest.mark.skipif(bool(_v2_with_controllers()), reason=_v2_with_controllers() or "-")]
 
 
 def read(path: str) -> str:
