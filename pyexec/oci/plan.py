@@ -133,7 +133,8 @@ def plan_container(config: OciConfig, cgroup_path: str) -> OciPlan:
         if new_user_ns:
             out.uid_map = [(m.container_id, m.host_id, m.size) for m in linux.uid_mappings]
             out.gid_map = [(m.container_id, m.host_id, m.size) for m in linux.gid_mappings]
-        uts = linux.new_namespace("uts")
+        # A uts namespace of its own, new or joined by path (runc's rule): never the runtime's.
+        uts = linux.namespace("uts") is not None
         if (config.hostname or config.domainname) and not uts:
             field_name = "hostname" if config.hostname else "domainname"
             raise ConfigError(field_name, config.hostname or config.domainname,
