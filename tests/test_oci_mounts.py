@@ -240,6 +240,17 @@ def test_a_symlink_in_the_image_cannot_send_a_mount_to_the_host(bundle: Path):
     assert str(rootfs / "proc" / "self" / "root" / "etc") in targets
 
 
+def test_a_directory_is_made_once_while_it_shows(bundle: Path):
+    ops = plan_of(bundle, doc_with_mounts(
+        {"destination": "/new/a", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/new/b", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/new", "type": "tmpfs", "source": "tmpfs"},     # hides /new/a and /new/b
+        {"destination": "/new/a/x", "type": "tmpfs", "source": "tmpfs"}))
+    assert [op for op in brief(ops, bundle)[2:] if op[0] == "MKDIR"] == [
+        ("MKDIR", "R/new"), ("MKDIR", "R/new/a"), ("MKDIR", "R/new/b"),  # /new once, though both are below it
+        ("MKDIR", "R/new/a"), ("MKDIR", "R/new/a/x")]                    # /new/a again: the new tmpfs hid it
+
+
 def test_a_mount_below_an_earlier_one_is_resolved_through_it(bundle: Path, tmp_path: Path):
     src = tmp_path / "vol"
     (src / "real").mkdir(parents=True)
