@@ -91,7 +91,7 @@ def everything() -> Dict[str, Any]:
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024},
                     {"type": "RLIMIT_CORE", "hard": 2 ** 64 - 1, "soft": 0}],
         "oomScoreAdj": -1000,
-        "scheduler": {"policy": "SCHED_FIFO", "priority": 10, "flags": ["SCHED_FLAG_RESET_ON_FORK"]},
+        "scheduler": {"policy": "SCHED_FIFO", "priority": 10, "nice": -5},
         "ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 7},
     })
     doc["mounts"].append({"destination": "/etc/hosts", "source": "hosts", "options": ["rbind", "ro", "rprivate"]})
@@ -105,7 +105,6 @@ def everything() -> Dict[str, Any]:
     linux.update({
         "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
         "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
-        "timeOffsets": {"monotonic": {"secs": -10, "nanosecs": 5}, "boottime": {"secs": 3600}},
         "devices": [{"type": "c", "path": "/dev/fuse", "major": 10, "minor": 229, "fileMode": 0o666, "uid": 0,
                      "gid": 0},
                     {"type": "p", "path": "/dev/fifo"}],
@@ -229,7 +228,7 @@ def test_every_field_loads(bundle: Path):
     assert proc.user.additional_gids == (5, 6) and proc.user.umask == 0o22
     assert proc.capabilities is not None and proc.capabilities.inheritable == ("CAP_CHOWN", "CAP_KILL")  # dedup
     assert proc.rlimits[1].hard == 2 ** 64 - 1
-    assert proc.scheduler is not None and proc.scheduler.priority == 10 and proc.scheduler.nice == 0
+    assert proc.scheduler is not None and (proc.scheduler.priority, proc.scheduler.nice) == (10, -5)
     assert proc.io_priority is not None and proc.io_priority.ioprio_class == "IOPRIO_CLASS_IDLE"
     hosts = config.mounts[-1]
     assert hosts.bind and hosts.source == str(bundle / "hosts") and hosts.parsed.recursive
@@ -238,7 +237,7 @@ def test_every_field_loads(bundle: Path):
     assert config.annotations == {"org.example.key": "value", "empty": ""}
     linux = config.linux
     assert linux.uid_mappings[0].host_id == 100000
-    assert linux.time_offsets["monotonic"].secs == -10 and linux.time_offsets["boottime"].nanosecs == 0
+    assert linux.time_offsets == {} and linux.new_namespace("time")
     assert linux.devices[0].file_mode == 0o666 and linux.devices[1].type == "p" and linux.devices[1].major == 0
     assert linux.cgroups_path == "/pyexec/test" and linux.rootfs_propagation == "rslave"
     assert linux.personality is not None and linux.personality.domain == "LINUX32"
@@ -288,6 +287,11 @@ def test_null_is_absent(bundle: Path):
 def test_root_path_relative_to_the_bundle(bundle: Path):
     assert load(bundle, mutate(runc_default(), "root.path", ".")).root.path == str(bundle)
     assert load(bundle, mutate(runc_default(), "root.path", str(bundle / "rootfs"))).root.path == str(bundle / "rootfs")
+
+
+def test_root_path_is_the_real_one(bundle: Path):
+    os.symlink("rootfs", bundle / "link")
+    assert load(bundle, mutate(runc_default(), "root.path", "link")).root.path == str(bundle / "rootfs")
 
 
 def test_process_may_be_absent(bundle: Path):
@@ -480,7 +484,20 @@ BAD: Dict[str, Tuple[List[Mutation], str]] = {
     "ioprio priority": ([("process.ioPriority", {"class": "IOPRIO_CLASS_BE", "priority": 8})],
                         "process.ioPriority.priority"),
     "scheduler policy": ([("process.scheduler", {"policy": "SCHED_FAST"})], "process.scheduler.policy"),
-    "scheduler flag": ([("process.scheduler", {"policy": "SCHED_RR", "flags": ["X"]})], "process.scheduler.flags[0]"),
+    "scheduler flag": ([("process.scheduler", {"policy": "SCHED_RR", "priority": 1, "flags": ["X"]})],
+                       "process.scheduler.flags[0]"),
+    "scheduler flag unsupported": ([("process.scheduler", {"policy": "SCHED_OTHER",
+                                                           "flags": ["SCHED_FLAG_RESET_ON_FORK"]})],
+                                   "process.scheduler.flags[0]"),
+    "scheduler deadline": ([("process.scheduler", {"policy": "SCHED_DEADLINE", "runtime": 1})],
+                           "process.scheduler.policy"),
+    "scheduler iso": ([("process.scheduler", {"policy": "SCHED_ISO"})], "process.scheduler.policy"),
+    "scheduler runtime": ([("process.scheduler", {"policy": "SCHED_OTHER", "runtime": 5})],
+                          "process.scheduler.runtime"),
+    "scheduler rt priority": ([("process.scheduler", {"policy": "SCHED_FIFO"})], "process.scheduler.priority"),
+    "scheduler other priority": ([("process.scheduler", {"policy": "SCHED_BATCH", "priority": 5})],
+                                 "process.scheduler.priority"),
+    "scheduler nice": ([("process.scheduler", {"policy": "SCHED_OTHER", "nice": 20})], "process.scheduler.nice"),
     "hostname long": ([("hostname", "h" * 65)], "hostname"),
     "hostname int": ([("hostname", 5)], "hostname"),
     "hostname without uts": ([("hostname", "x"), _no_uts], "hostname"),
@@ -530,6 +547,8 @@ BAD: Dict[str, Tuple[List[Mutation], str]] = {
                           "linux.timeOffsets.realtime"),
     "timeOffsets nanosecs": ([_with_time_ns, ("linux.timeOffsets", {"boottime": {"nanosecs": 10 ** 9}})],
                              "linux.timeOffsets.boottime.nanosecs"),
+    "timeOffsets unsupported": ([_with_time_ns, ("linux.timeOffsets", {"monotonic": {"secs": 1, "nanosecs": 5}})],
+                                "linux.timeOffsets"),
     "device type": ([("linux.devices[0]", {"type": "x", "path": "/dev/x"})], "linux.devices[0].type"),
     "device path relative": ([("linux.devices[0]", {"type": "p", "path": "dev/x"})], "linux.devices[0].path"),
     "device major unset": ([("linux.devices[0]", {"type": "c", "path": "/dev/x", "minor": 1})],
