@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyexec._shim", reason="the mount plan's op kinds and flags come from the compiled shim")
 
-from test_oci_spec import mutate, runc_default
+from oci_configs import lsm_paths, mutate, runc_default
 
 from pyexec.cgroups.mounts import MountEntry
 from pyexec.errors import ConfigError
@@ -406,8 +406,7 @@ def test_cgroup_path_outside_the_hosts_view(bundle: Path):
 
 def test_mount_label_goes_into_the_data_of_the_file_systems_that_take_it(bundle: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "selinux").mkdir()
-    monkeypatch.setitem(spec_linux.LSM_PATHS, "selinux", str(tmp_path / "selinux"))
+    monkeypatch.setattr(spec_linux, "LSM_PATHS", lsm_paths(tmp_path, "selinux"))
     doc = doc_with_mounts({"destination": "/proc", "type": "proc", "source": "proc"},
                           {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
                           mountLabel="system_u:object_r:container_file_t:s0")
