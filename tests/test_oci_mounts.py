@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyexec._shim", reason="the mount plan's op kinds and flags come from the compiled shim")
 
-from test_oci_spec import mutate, runc_default
+from oci_configs import lsm_paths, mutate, runc_default
 
 from pyexec.cgroups.mounts import MountEntry
 from pyexec.errors import ConfigError
@@ -240,6 +240,17 @@ def test_a_symlink_in_the_image_cannot_send_a_mount_to_the_host(bundle: Path):
     assert str(rootfs / "proc" / "self" / "root" / "etc") in targets
 
 
+def test_a_directory_is_made_once_while_it_shows(bundle: Path):
+    ops = plan_of(bundle, doc_with_mounts(
+        {"destination": "/new/a", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/new/b", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/new", "type": "tmpfs", "source": "tmpfs"},     # hides /new/a and /new/b
+        {"destination": "/new/a/x", "type": "tmpfs", "source": "tmpfs"}))
+    assert [op for op in brief(ops, bundle)[2:] if op[0] == "MKDIR"] == [
+        ("MKDIR", "R/new"), ("MKDIR", "R/new/a"), ("MKDIR", "R/new/b"),  # /new once, though both are below it
+        ("MKDIR", "R/new/a"), ("MKDIR", "R/new/a/x")]                    # /new/a again: the new tmpfs hid it
+
+
 def test_a_mount_below_an_earlier_one_is_resolved_through_it(bundle: Path, tmp_path: Path):
     src = tmp_path / "vol"
     (src / "real").mkdir(parents=True)
@@ -395,8 +406,7 @@ def test_cgroup_path_outside_the_hosts_view(bundle: Path):
 
 def test_mount_label_goes_into_the_data_of_the_file_systems_that_take_it(bundle: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "selinux").mkdir()
-    monkeypatch.setitem(spec_linux.LSM_PATHS, "selinux", str(tmp_path / "selinux"))
+    monkeypatch.setattr(spec_linux, "LSM_PATHS", lsm_paths(tmp_path, "selinux"))
     doc = doc_with_mounts({"destination": "/proc", "type": "proc", "source": "proc"},
                           {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
                           mountLabel="system_u:object_r:container_file_t:s0")

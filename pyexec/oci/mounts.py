@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..cgroups.mounts import MountEntry, cgroup_mounts
 from ..errors import ConfigError
@@ -90,18 +90,29 @@ class _View:
     def __init__(self, rootfs: str) -> None:
         self.rootfs = rootfs
         self.layers: List[_Layer] = []
+        self.made: Dict[str, int] = {}  # directory the plan makes -> how many layers there were then
 
     def add(self, path: str, source: Optional[str], is_dir: bool) -> None:
         self.layers.append(_Layer(path, source, is_dir))
 
+    def mkdir(self, path: str) -> None:
+        self.made[path] = len(self.layers)
+
     def probe(self, path: str) -> Node:
-        for layer in reversed(self.layers):  # the last mount over a path is what shows there
+        # The last mount over a path is what shows there; a directory made on it
+        # shows unless a mount came over it since.
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
             if path == layer.path:
                 return Node(Kind.DIR if layer.is_dir else Kind.OTHER)
-            if layer.path == "/" or path.startswith(layer.path + "/"):
+            if path.startswith(layer.path + "/"):
+                if self.made.get(path, -1) > index:
+                    return Node(Kind.DIR)
                 if layer.source is None:
                     return Node(Kind.MISSING)  # a new file system: nothing the plan relies on is in it yet
                 return host_node(layer.source + path[len(layer.path):])
+        if path in self.made:
+            return Node(Kind.DIR)
         return host_node(host_path(self.rootfs, path))
 
 
@@ -125,6 +136,7 @@ class _Plan:
         resolved = resolve_in_root(path, self.view.probe, field, follow_last)
         for missing in resolved.missing if make_last else resolved.missing[:-1]:
             self.ops.append(MountOp(lib.PX_OP_MKDIR, host_path(self.rootfs, missing)))
+            self.view.mkdir(missing)
         return resolved
 
     def mount(self, index: int, mount: OciMount) -> None:
@@ -139,7 +151,8 @@ class _Plan:
             assert mount.source is not None  # spec.py requires a bind's source
             bind_flags = (lib.PX_BIND_RECURSIVE if parsed.recursive else 0) | \
                 (lib.PX_BIND_RDONLY if parsed.readonly else 0)
-            self.ops.append(MountOp(lib.PX_OP_BIND, target, source=mount.source,
+            # data: the words a bind has no use for, as runc passes them (the shim and the kernel ignore them).
+            self.ops.append(MountOp(lib.PX_OP_BIND, target, source=mount.source, data=parsed.data,
                                     flags=parsed.flags & BIND_FLAGS & ~lib.MS_RDONLY, bind_flags=bind_flags))
             self.view.add(resolved.path, mount.source, os.path.isdir(mount.source))
             if resolved.path == "/dev":

@@ -14,7 +14,9 @@ cannot honour is an error naming it, never dropped: ``process.commandLine``
 and ``process.user.username`` (Windows), ``mounts[].uidMappings`` and
 ``gidMappings`` (idmapped mounts), the ``solaris``, ``windows``, ``vm`` and
 ``zos`` sections, an AppArmor profile or SELinux label on a host without
-that module; spec_linux.py and mount_options.py list theirs.
+that module, the scheduler settings only sched_setattr(2) makes
+(SCHED_DEADLINE and its parameters, scheduler flags; SCHED_ISO is no Linux
+policy at all); spec_linux.py and mount_options.py list theirs.
 
 Where the spec leaves room: JSON null is taken as absent (Go's encoding/json
 writes it for nil lists); ``process`` may be absent (``create`` then makes
@@ -114,15 +116,12 @@ class OciRlimit:
 
 @dataclass(frozen=True)
 class OciScheduler:
-    """sched_setattr(2): ``runtime``/``deadline``/``period`` in nanoseconds (SCHED_DEADLINE)."""
+    """The scheduling policy (SCHED_OTHER, FIFO, RR, BATCH or IDLE: what os.sched_setscheduler
+    sets), its static ``priority`` (1-99 for FIFO and RR) and the ``nice`` value (-20 to 19)."""
 
     policy: str
     nice: int = 0
     priority: int = 0
-    flags: Tuple[str, ...] = ()
-    runtime: int = 0
-    deadline: int = 0
-    period: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ class OciProcess:
 
 @dataclass(frozen=True)
 class OciRoot:
-    """The root file system: ``path`` absolute on the host (a relative one is the bundle's)."""
+    """The root file system: ``path`` absolute and real (no symlink) on the host; a relative one is the bundle's."""
 
     path: str
     readonly: bool = False
@@ -286,11 +285,24 @@ def _lsm_label(obj: JsonObject, key: str, lsm: str) -> Optional[str]:
 
 
 def _scheduler(obj: JsonObject) -> OciScheduler:
-    flags = tuple(expect_choice(v, p, _SCHED_FLAGS) for v, p in obj.items("flags"))
-    return OciScheduler(expect_choice(obj.required("policy"), obj.at("policy"), _SCHED_POLICIES),
-                        obj.number("nice", INT32) or 0, obj.number("priority", INT32) or 0, flags,
-                        obj.number("runtime", UINT64) or 0, obj.number("deadline", UINT64) or 0,
-                        obj.number("period", UINT64) or 0)
+    policy = expect_choice(obj.required("policy"), obj.at("policy"), _SCHED_POLICIES)
+    if policy == "SCHED_ISO":
+        raise ConfigError(obj.at("policy"), policy, "is not a policy of Linux (it was never merged)")
+    if policy == "SCHED_DEADLINE":
+        raise ConfigError(obj.at("policy"), policy, "is not supported (it needs sched_setattr(2))")
+    # What only sched_setattr(2) sets: the DEADLINE parameters and the flags.
+    for key in ("runtime", "deadline", "period"):
+        if obj.number(key, UINT64):
+            raise ConfigError(obj.at(key), obj.raw(key), "applies to SCHED_DEADLINE only")
+    for value, path in obj.items("flags"):
+        expect_choice(value, path, _SCHED_FLAGS)
+        raise ConfigError(path, value, "is not supported (scheduler flags need sched_setattr(2))")
+    priority = obj.number("priority", INT32) or 0
+    if priority and policy not in ("SCHED_FIFO", "SCHED_RR"):
+        raise ConfigError(obj.at("priority"), priority, f"must be 0 for {policy} (1-99 for SCHED_FIFO, SCHED_RR)")
+    if policy in ("SCHED_FIFO", "SCHED_RR") and not 1 <= priority <= 99:
+        raise ConfigError(obj.at("priority"), priority, f"must be 1 to 99 for {policy}")
+    return OciScheduler(policy, obj.number("nice", (-20, 19)) or 0, priority)
 
 
 def parse_process(value: Any, path: str = "process") -> OciProcess:
@@ -330,7 +342,9 @@ def _root(obj: Optional[JsonObject], bundle: str) -> OciRoot:
     if obj is None:
         raise ConfigError("root", MISSING, "is required on Linux (the root file system)")
     raw = obj.required_text("path")
-    path = os.path.normpath(os.path.join(bundle, raw))
+    # The real path: the mount plan names the root in pivot_root and mountinfo, and
+    # resolves the image's own paths below it (a symlink on the way is the operator's).
+    path = os.path.realpath(os.path.join(bundle, raw))
     if not os.path.isdir(path):
         raise ConfigError(obj.at("path"), raw, f"is not a directory ({path})")
     return OciRoot(path, obj.flag("readonly"))

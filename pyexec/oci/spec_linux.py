@@ -9,7 +9,9 @@ new time namespace; sysctls only of namespaces the container has (writing
 any other would change the host); errno values only with the actions that
 return one; a mount label only on a host with SELinux.
 
-Refused as not supported: ``intelRdt``; seccomp's SCMP_ACT_NOTIFY and the
+Refused as not supported: ``intelRdt``; ``timeOffsets`` (checked first: a
+time namespace takes them only before it has a process, and the shim's
+clone3 makes the container's init in it); seccomp's SCMP_ACT_NOTIFY and the
 filter flags LOG, SPEC_ALLOW and WAIT_KILLABLE_RECV (the shim installs its
 filter with no flags; TSYNC is accepted: the task is one thread then).
 
@@ -161,7 +163,9 @@ class OciLinux:
     """``linux``: what is not set is empty or None (an absent section is ``OciLinux()``).
 
     Namespace types are runtime-spec's ("network", "mount", ...). ``sysctl``
-    and ``time_offsets`` are the dataclass's own dicts: treat them as read-only.
+    is the dataclass's own dict: treat it as read-only. ``time_offsets`` is
+    always empty for now (a config that sets them is refused), kept for the
+    day the shim can write them.
     """
 
     namespaces: Tuple[OciNamespace, ...] = ()
@@ -247,7 +251,10 @@ def _time_offsets(obj: JsonObject, new_time_ns: bool) -> Dict[str, OciTimeOffset
         entry = JsonObject(section.value[clock], section.at(clock))
         out[clock] = OciTimeOffset(entry.number("secs", INT64) or 0,
                                    entry.number("nanosecs", (0, _NSEC_PER_SEC - 1)) or 0)
-    return out
+    # A time namespace takes offsets only before its first process exists, and
+    # the shim's clone3 creates the container's init in it: nothing can write them.
+    raise ConfigError(section.path, section.value, "is not supported (the offsets must be written before the "
+                      "time namespace has a process; the shim creates the container's in it)")
 
 
 def _devices(obj: JsonObject) -> Tuple[OciDevice, ...]:
