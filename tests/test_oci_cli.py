@@ -8,13 +8,15 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
+import prctl
 import pytest
 from conftest import wait_for
-from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs
+from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs, reap_children
 
 pytestmark = pytest.mark.needs_root(reason="an OCI runtime makes namespaces, mounts and cgroups")
 
@@ -28,11 +30,19 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def oci(tmp_path: Path) -> Iterator[Runtime]:
+    """pyexec-oci with a private root, called by a test that is a child
+    subreaper, as conmon and containerd's shim are: a container's process is
+    the test's child once create exits, and the test reaps it."""
+    prctl.set_child_subreaper(1)
     runtime = Runtime(PYEXEC_OCI, tmp_path / "state", tmp_path / "log.json")
-    yield runtime
-    # A failed test must not leave its containers to the leak check of the next.
-    for container_id in os.listdir(runtime.root) if runtime.root.exists() else []:
-        runtime("delete", "--force", container_id, check=False)
+    try:
+        yield runtime
+    finally:
+        # A failed test must not leave its containers to the leak check of the next.
+        for container_id in os.listdir(runtime.root) if runtime.root.exists() else []:
+            runtime("delete", "--force", container_id, check=False)
+        prctl.set_child_subreaper(0)
+        reap_children()
 
 
 @pytest.fixture
@@ -121,8 +131,12 @@ def test_kill_delete_and_their_error_texts(oci: Runtime, bundle: Bundle, rootfs:
     assert oci.state(CONTAINER_ID)["status"] == "running"
     refused = oci("delete", CONTAINER_ID, check=False)
     assert refused.returncode == 1 and "not stopped" in refused.stderr
+    # pid 1 of a namespace ignores signals it has no handler for, SIGKILL aside.
     oci("kill", CONTAINER_ID, "TERM")
-    wait_for(lambda: oci.state(CONTAINER_ID)["status"] == "stopped", what="SIGTERM to end pid 1's sleep")
+    time.sleep(0.2)
+    assert oci.state(CONTAINER_ID)["status"] == "running"
+    oci("kill", CONTAINER_ID, "SIGKILL")
+    wait_for(lambda: oci.state(CONTAINER_ID)["status"] == "stopped", what="SIGKILL to end pid 1")
     again = oci("kill", CONTAINER_ID, "9", check=False)
     assert again.returncode == 1 and "container not running" in again.stderr
     oci("delete", CONTAINER_ID)
@@ -217,8 +231,19 @@ def test_run_in_the_foreground_returns_the_exit_status(oci: Runtime, bundle: Bun
     result = oci("run", "--bundle", str(bundle.path), CONTAINER_ID, check=False)
     assert result.returncode == 3, result.stderr
     assert not (oci.root / CONTAINER_ID).exists()
-    bundle.write(_config(rootfs, "/bin/sh", "-c", "kill -9 $$"))
-    assert oci("run", "--bundle", str(bundle.path), CONTAINER_ID, check=False).returncode == 128 + signal.SIGKILL
+    # A signal death of pid 1 (from outside: inside, pid 1 cannot be killed) is 128 + signal.
+    bundle.write(_config(rootfs, "/bin/sleep", "100"))
+    runner = subprocess.Popen([*oci.argv, "--root", str(oci.root), "run", "--bundle", str(bundle.path),
+                               CONTAINER_ID], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: oci("state", CONTAINER_ID, check=False).returncode == 0
+                 and oci.state(CONTAINER_ID)["status"] == "running", what="run to start the container")
+        oci("kill", CONTAINER_ID, "KILL")
+        assert runner.wait(timeout=10) == 128 + signal.SIGKILL
+    finally:
+        runner.kill()
+        runner.wait()
+    assert not (oci.root / CONTAINER_ID).exists()
 
 
 def test_list_shows_every_container(oci: Runtime, bundle: Bundle, rootfs: Path, tmp_path: Path) -> None:
