@@ -245,7 +245,9 @@ static const char *hold_for_start(const struct px_config *cfg, char *buf, size_t
     while (n < 0 && errno == EINTR);
     if (n != 1)
         _exit(127);
-    close((int)fd);
+    /* start_fd stays open, close-on-exec: the exec itself closes it, and the
+     * starter, polling its write end, sees the last reader go (POLLERR) only
+     * once the program runs; so poststart hooks never run before it. */
     return path;
 }
 

@@ -267,3 +267,30 @@ def test_flags_parse_as_runc_parses_them(oci: Runtime, bundle: Bundle, rootfs: P
     oci("delete", "-f", CONTAINER_ID)
     bad = oci("create", "--no-such-flag", CONTAINER_ID, check=False)
     assert bad.returncode == 1 and "no-such-flag" in bad.stderr
+
+
+def _v1_file(controller: str, cgroup: str, name: str) -> str:
+    return Path(f"/sys/fs/cgroup/{controller}/{cgroup}/{name}").read_text().strip()
+
+
+def test_update_and_events_act_on_the_live_cgroup(oci: Runtime, bundle: Bundle, rootfs: Path,
+                                                  tmp_path: Path) -> None:
+    config = _config(rootfs, "/bin/sleep", "100")
+    config["linux"]["cgroupsPath"] = "/pyexec-oci-test/t1"
+    config["linux"]["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 50})
+    bundle.write(config)
+    oci.create(CONTAINER_ID, bundle.path, tmp_path / "out")
+    oci("start", CONTAINER_ID)
+    stats = json.loads(oci("events", "--stats", CONTAINER_ID).stdout)
+    assert stats["type"] == "stats" and stats["id"] == CONTAINER_ID
+    assert stats["data"]["pids"] == {"current": 1, "limit": 50}
+    assert stats["data"]["memory"]["usage"]["limit"] == 64 << 20
+    oci("update", "--memory", "128m", "--pids-limit", "60", CONTAINER_ID)
+    again = json.loads(oci("events", "--stats", CONTAINER_ID).stdout)["data"]
+    assert again["pids"]["limit"] == 60 and again["memory"]["usage"]["limit"] == 128 << 20
+    oci("update", "--resources", "-", CONTAINER_ID, input='{"pids": {"limit": 70}}', stdin=None)
+    assert json.loads(oci("events", "--stats", CONTAINER_ID).stdout)["data"]["pids"]["limit"] == 70
+    bad = oci("update", "--resources", "-", CONTAINER_ID, input='{"pids": {"limit": "x"}}', stdin=None,
+              check=False)
+    assert bad.returncode == 1 and "pids.limit" in bad.stderr
+    oci("delete", "--force", CONTAINER_ID)

@@ -194,8 +194,9 @@ def test_no_mount_namespace_is_an_error(bundle: Path):
     assert info.value.field == "linux.namespaces"
 
 
-def test_joined_mount_namespace_has_no_plan(bundle: Path):
-    assert plan_of(bundle, mutate(runc_default(), "linux.namespaces[4].path", "/proc/1/ns/mnt")) == []
+def test_a_joined_mount_namespace_gets_the_same_plan(bundle: Path):
+    joined = plan_of(bundle, mutate(runc_default(), "linux.namespaces[4].path", "/proc/1/ns/mnt"))
+    assert joined and joined == plan_of(bundle, runc_default())
 
 
 def test_bind_flags_and_propagation(bundle: Path, tmp_path: Path):

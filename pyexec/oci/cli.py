@@ -25,6 +25,7 @@ from .create import CreateOptions, create
 from .create import run as run_container
 from .hooks import HookFailed
 from .info import features, write_spec
+from .live import events, update
 from .state import DEFAULT_ROOT, NotFound, Root, rfc3339_now
 from .verbs import RuntimeFailure, delete, kill, list_containers, pause, ps, resume, start, state
 
@@ -73,6 +74,9 @@ def _verb_handlers() -> Dict[str, Handler]:
         "pause": lambda root, inv: pause(root, inv.args[0]),
         "resume": lambda root, inv: resume(root, inv.args[0]),
         "ps": lambda root, inv: ps(root, inv.args[0], _str(inv, "format", "table"), inv.args[1:]),
+        "update": lambda root, inv: update(root, inv.args[0], inv.flags),
+        "events": lambda root, inv: events(root, inv.args[0], bool(inv.flags["stats"]),
+                                           _str(inv, "interval", "5s") or "5s"),
         "features": lambda root, inv: features(),
         "spec": lambda root, inv: write_spec(_str(inv, "bundle") or ".", bool(inv.flags["rootless"])),
         "checkpoint": _unsupported,

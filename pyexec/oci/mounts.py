@@ -228,15 +228,14 @@ def mount_plan(config: OciConfig, rootfs: str, cgroup_path: Optional[str] = None
     each hierarchy's root ("/pyexec/<id>"): a ``cgroup`` mount on a cgroup
     v1 host without a cgroup namespace binds those directories.
     ``cgroup_entries`` are the host's cgroup mounts (default: this
-    process's). A joined mount namespace has its root already: no ops.
+    process's). A mount namespace joined by path gets the same set-up as a new
+    one (runc's rule): the container's root is the bundle's in either case.
     """
     linux = config.linux
     mnt = linux.namespace("mount")
     if mnt is None:
         raise ConfigError("linux.namespaces", [ns.type for ns in linux.namespaces],
                           "has no mount namespace: the container's root is set up in one of its own")
-    if mnt.path is not None:
-        return []
     rootfs = os.path.normpath(rootfs)
     plan = _Plan(config, rootfs, cgroup_path, cgroup_mounts() if cgroup_entries is None else cgroup_entries)
     plan.ops += [MountOp(lib.PX_OP_MOUNT, "/", flags=lib.MS_SLAVE | lib.MS_REC),

@@ -28,6 +28,7 @@ __all__ = ["RuntimeFailure", "start", "state", "list_containers", "kill", "delet
            "status_of"]
 
 DELETE_WAIT = 10.0  # seconds for a killed container's process to go before delete gives up
+START_WAIT = 10.0   # seconds start waits for the released process to exec
 
 
 class RuntimeFailure(Exception):
@@ -94,9 +95,15 @@ def start(root: Root, container_id: str) -> None:
             raise RuntimeFailure(f"cannot start container {container_id}: {exc.strerror}") from None
         try:
             os.write(fd, b"\0")
+            os.unlink(fifo)
+            # The process holds the FIFO's read end until its exec closes it
+            # (close-on-exec): the write end then reports POLLERR, and the
+            # poststart hooks run after the program started (runtime-spec).
+            poller = select.poll()
+            poller.register(fd, select.POLLERR)
+            poller.poll(START_WAIT * 1000)
         finally:
             os.close(fd)
-        os.unlink(fifo)
         run_hooks(record, "poststart", status="running", fatal=False)
 
 
