@@ -50,6 +50,9 @@ CHUNK = 64 * 1024  #: bytes read from a stream at a time
 _PathLike = Union[str, "os.PathLike[str]"]
 
 
+# LogConfig is frozen: one default instance serves every caller.
+DEFAULT_LOG_CONFIG = LogConfig()
+
 class RotatingLog:
     """``<base>.N`` files in ``directory`` (which must exist), rotated by ``config``.
 
@@ -58,7 +61,7 @@ class RotatingLog:
     a time; a lock makes ``write`` and ``close`` from different threads safe.
     """
 
-    def __init__(self, directory: _PathLike, base: str, config: LogConfig = LogConfig()) -> None:
+    def __init__(self, directory: _PathLike, base: str, config: LogConfig = DEFAULT_LOG_CONFIG) -> None:
         self.path = os.fspath(directory)
         self.base = base
         raw = os.fsencode(base)
@@ -155,7 +158,7 @@ class LogMon:
     """
 
     def __init__(self, stdout_fifo: Optional[_PathLike], stderr_fifo: Optional[_PathLike],
-                 directory: _PathLike, name: str, config: LogConfig = LogConfig()) -> None:
+                 directory: _PathLike, name: str, config: LogConfig = DEFAULT_LOG_CONFIG) -> None:
         fds: List[Optional[int]] = []
         try:
             for path in (stdout_fifo, stderr_fifo):
@@ -169,7 +172,7 @@ class LogMon:
 
     @classmethod
     def from_fds(cls, stdout_fd: Optional[int], stderr_fd: Optional[int],
-                 directory: _PathLike, name: str, config: LogConfig = LogConfig()) -> "LogMon":
+                 directory: _PathLike, name: str, config: LogConfig = DEFAULT_LOG_CONFIG) -> "LogMon":
         """A LogMon over open read ends of pipes or fifos; it owns and closes them."""
         self = cls.__new__(cls)
         for fd in (stdout_fd, stderr_fd):
@@ -275,7 +278,7 @@ class LogMon:
         poller.register(self._wake_r, select.POLLIN)
         try:
             while live and not self._stopping:
-                for fd, events in poller.poll():
+                for fd, _events in poller.poll():
                     if fd == self._wake_r or fd not in live:
                         continue
                     if not self._pump(fd, live[fd]):

@@ -40,9 +40,9 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
-from .netconfig import Bridge, joined_netns_path
 from .errors import ConfigError, LaunchError
 from .native import lib
+from .netconfig import Bridge, joined_netns_path
 from .netlink import delete_link, iproute, link_index, netlink_error, netlink_socket_in
 
 if TYPE_CHECKING:  # for the annotations only: netlink.py imports pyroute2 on first use

@@ -22,7 +22,8 @@ def pyexec_run(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedPro
 
 
 def test_passes_stdio_through_and_exits_with_the_tasks_status():
-    done = pyexec_run("--hostname", "clihost", "--", "/bin/sh", "-c", "read x; echo out:$x:$(hostname); echo err >&2; exit 4",
+    done = pyexec_run("--hostname", "clihost", "--", "/bin/sh", "-c",
+                      "read x; echo out:$x:$(hostname); echo err >&2; exit 4",
                       input="fed\n")
     assert done.returncode == 4, done.stderr
     assert done.stdout == "out:fed:clihost\n"
@@ -62,7 +63,8 @@ def test_stats_reports_an_oom_kill():
                                       "'netns:PATH' or 'ns:PATH'\n"),
     (["--net", "bridge:br0:10.231.0.0/33", "--", "true"],
      "pyexec: error: --net: '10.231.0.0/33' is not an IPv4 subnet like 10.88.0.0/16 (host bits zero)\n"),
-    (["--net", "netns:/does/not/exist", "--", "true"], "pyexec: error: --net: 'netns:/does/not/exist' does not exist\n"),
+    (["--net", "netns:/does/not/exist", "--", "true"],
+     "pyexec: error: --net: 'netns:/does/not/exist' does not exist\n"),
 ])
 def test_errors_are_one_line_with_exit_code_125(args, message):
     done = pyexec_run(*args)

@@ -273,6 +273,7 @@ def test_the_default_isolation_is_what_full_validation_makes():
     result must equal a validation of the same values (forced here by
     passing them as a list / a new dict, which takes the full path)."""
     import dataclasses
+
     from pyexec.config import DEFAULT_MASKED_PATHS
     fast = Isolation()
     full = Isolation(masked_paths=list(DEFAULT_MASKED_PATHS))

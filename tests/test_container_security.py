@@ -374,7 +374,8 @@ def test_the_monitor_holds_no_capability_the_task_lacks(run):
 def test_the_devices_cgroup_allows_only_the_default_nodes(run):
     # v1: the devices controller; v2: the eBPF device program (the VM suite runs that).
     # A node made with mknod for the host's disk cannot be opened, /dev/null can.
-    disk = os.stat("/dev/" + sorted(d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))[0])
+    disks = sorted(d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
+    disk = os.stat("/dev/" + disks[0])
     result, out, err = run(sh(f"mknod /dev/disk b {os.major(disk.st_rdev)} {os.minor(disk.st_rdev)} && echo made; "
                               "head -c1 /dev/disk >/dev/null 2>&1 && echo read; echo ok > /dev/null && echo null-ok; "
                               "cat /sys/fs/cgroup/devices/devices.list 2>/dev/null | head -3"))

@@ -26,10 +26,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from conftest import caller_launches, kill_caller, wait_for
-from pyexec import Bridge, ExecCommand, Isolation, reattach
-from pyexec import network
-from pyexec.netlink import netlink_socket_in
+from pyexec import Bridge, ExecCommand, Isolation, network, reattach
 from pyexec.errors import ConfigError, LaunchError
+from pyexec.netlink import netlink_socket_in
 
 pytestmark = pytest.mark.needs_root(reason="network namespaces, bridges and veths need root")
 
@@ -335,7 +334,8 @@ def test_bridge_config_errors_at_launch(executors, tmp_path, clean_bridge):
     holder, _ = launch(executors, tmp_path, ["sleep", "60"], name="holder", network=Bridge(name=br, subnet=SUBNET))
     cases = [
         (Bridge(name=br, subnet="10.231.1.0/24"), r"network.subnet: '10.231.1.0/24' differs from 10.231.0.0/24"),
-        (Bridge(name="lo", subnet="10.231.2.0/24"), r"network.name: 'lo' is an existing interface that is not a bridge"),
+        (Bridge(name="lo", subnet="10.231.2.0/24"),
+         r"network.name: 'lo' is an existing interface that is not a bridge"),
         (Bridge(name=bridge_name("x"), subnet="10.231.0.0/16"),
          r"network.subnet: '10.231.0.0/16' holds 10.231.0.1, an address of interface " + br),
     ]

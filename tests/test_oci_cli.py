@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator
 
 import prctl
 import pytest
+
 from conftest import wait_for
 from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs, reap_children
 

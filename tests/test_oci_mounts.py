@@ -17,7 +17,6 @@ import pytest
 pytest.importorskip("pyexec._shim", reason="the mount plan's op kinds and flags come from the compiled shim")
 
 from oci_configs import lsm_paths, mutate, runc_default
-
 from pyexec.cgroups.mounts import MountEntry
 from pyexec.errors import ConfigError
 from pyexec.native import lib

@@ -15,7 +15,6 @@ import pytest
 pytest.importorskip("pyexec._shim", reason="pyexec.oci.spec checks capabilities through the compiled shim")
 
 from oci_configs import CAPS3, DELETE, MASKED, READONLY, everything, load, lsm_paths, mutate, runc_default, write
-
 from pyexec.errors import ConfigError
 from pyexec.native import lib
 from pyexec.oci import spec_linux

@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("pyexec._shim", reason="pyexec.oci.spec checks capabilities through the compiled shim")
 
 from oci_configs import DELETE, load, lsm_paths, mutate, runc_default
-
 from pyexec.errors import ConfigError
 from pyexec.oci import spec_linux
 
