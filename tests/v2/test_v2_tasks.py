@@ -101,7 +101,7 @@ def _stdout(task_dir) -> str:
 def test_tasks_are_born_in_their_cgroup_by_clone3(executors, task_dir, monkeypatch, kind):
     """CLONE_INTO_CGROUP: the executor never has a pid written into cgroup.procs
     (the shim writes into the files procs_files() names, add_pid too)."""
-    import pyexec.executor.linux as linux
+    import pyexec.executor.launch as launch
 
     def refuse(self):
         raise AssertionError("a pid was to be written into cgroup.procs: clone3 CLONE_INTO_CGROUP was not used")
@@ -109,7 +109,7 @@ def test_tasks_are_born_in_their_cgroup_by_clone3(executors, task_dir, monkeypat
     monkeypatch.setattr(V2Manager, "procs_files", refuse)
     ex = executors(kind)
     ex.launch(ExecCommand(argv=["sleep", "60"], task_dir=str(task_dir), resources=Resources(pids=20)))
-    assert linux._clone_into_cgroup_works
+    assert launch._CloneIntoCgroup.works
     assert len(task_pids(ex._cgroup.path)) >= 1
 
 
