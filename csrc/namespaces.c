@@ -21,7 +21,8 @@
  * plan runs, the host's: a /proc/sys/net file acts on the network namespace
  * of the process that opens it, kernel.shm* and the other ipc ones on its
  * ipc namespace, kernel.hostname/domainname on its uts namespace. So no
- * mount of the task's is needed for them, and none is made writable.
+ * mount of the task's is needed for them, and none is made writable. (A
+ * joined mount namespace brings its own /proc: the sysctls go through that.)
  *
  * Like the rest of the child it allocates nothing and takes no locks; a
  * failure is px_fail(PX_STEP_SETNS, errno, the namespace's name) or

@@ -191,7 +191,7 @@ struct px_config {
      * Not with join_pidfd. */
     const struct px_ns_join *join_namespaces;
     int n_join_namespaces;
-    const char *domainname;   /* NULL: keep; setdomainname after the hostname */
+    const char *domainname;   /* NULL: keep; setdomainname after the hostname (a new or joined uts ns, like it) */
     /* Written to /proc/sys/<key> after the namespaces, before the mount plan
      * (so through the host's /proc, which acts on the writer's namespaces). */
     const struct px_sysctl *sysctls;

@@ -104,7 +104,7 @@ class SpawnPlan:
     # mount last); a pid namespace is joined by px_spawn itself for the clone (Isolation.network netns:,
     # OCI linux.namespaces[].path). The fds are the caller's; the child needs them only until it joined.
     join_namespaces: Sequence[Tuple[int, int]] = ()
-    domainname: Optional[str] = None         # setdomainname, in a new uts namespace: next to hostname
+    domainname: Optional[str] = None         # setdomainname next to hostname; like it, only with a uts ns of its own
     # (key, value): /proc/sys/<key, dots as slashes> written in the child's own namespaces, before the mounts
     sysctls: Sequence[Tuple[str, str]] = ()
     oom_score_adj: Optional[int] = None

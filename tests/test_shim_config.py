@@ -139,3 +139,17 @@ def test_generic_fields_are_copied_as_they_are() -> None:
 ])
 def test_the_plan_items_match_their_structs(struct: str, names: List[str]) -> None:
     assert sorted(name for name, _ in ffi.typeof(struct).fields) == sorted(names)
+
+
+def test_the_oci_fields_are_converted_into_their_structs() -> None:
+    plan = plans()[0]
+    cfg = fill(plan).cdata
+    joins = [(cfg.join_namespaces[i].fd, cfg.join_namespaces[i].type) for i in range(cfg.n_join_namespaces)]
+    assert joins == list(plan.join_namespaces)
+    sysctls = [(ffi.string(cfg.sysctls[i].key).decode(), ffi.string(cfg.sysctls[i].value).decode())
+               for i in range(cfg.n_sysctls)]
+    assert sysctls == list(plan.sysctls)
+    assert (cfg.set_personality, cfg.personality, cfg.set_umask, cfg.umask) == (1, lib.PER_LINUX32, 1, 0o27)
+    bare = fill(plans()[1]).cdata
+    assert (bare.n_join_namespaces, bare.n_sysctls, bare.set_personality, bare.set_umask) == (0, 0, 0, 0)
+    assert (bare.start_fd, bare.console_socket_fd, bare.domainname) == (-1, -1, ffi.NULL)
