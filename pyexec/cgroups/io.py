@@ -74,6 +74,15 @@ _accounted_disks: Set[str] = set()
 _accounting_lock = threading.Lock()
 
 
+def _new_accounting_lock() -> None:
+    # The same after a fork: a lock held by another thread at fork time would never be released.
+    global _accounting_lock
+    _accounting_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_accounting_lock)
+
+
 def enable_io_accounting_v1(path: str, sys_block: str = "/sys/block") -> None:
     """Make blk-throttle set up every disk's queue so the v1 throttle stats
     count: write a read_bps rule for each disk into the blkio cgroup ``path``

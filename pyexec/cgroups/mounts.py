@@ -125,6 +125,15 @@ class _Table:
 _table = _Table()
 
 
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock (a launch reading the table)
+    # would leave the child's copy locked for good: the child gets a new one.
+    _table.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def cgroup_mounts(mountinfo: str = MOUNTINFO) -> List[MountEntry]:
     """Every cgroup and cgroup2 mount visible to this process, in mount order
     (from the cache while the mount table is unchanged; another ``mountinfo``
