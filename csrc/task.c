@@ -2,13 +2,13 @@
  * task.c — the child's last stage: the task's own process, from its clone to
  * its exec. It runs in the memory of its init (CLONE_VM|CLONE_VFORK, see
  * nsenter.c), so, like the rest of the child, it allocates nothing and takes
- * no locks; a failing step reports through px_fail() (csrc/error.c), the
- * only other unit it calls.
+ * no locks; a failing step reports through px_fail() (csrc/error.c); the
+ * seccomp filter is csrc/seccomp.c's.
  *
  * Order matters: the bounding set needs CAP_SETPCAP, so it goes before the
  * user switch; capabilities after it (keepcaps); no_new_privs, then the signal
  * dispositions and the fds; the seccomp filter last, since it may forbid what
- * the steps before need (or first, without no_new_privs: see load_seccomp).
+ * the steps before need (or first, without no_new_privs: see px_run_task).
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
@@ -17,8 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -156,17 +154,6 @@ static void exec_search(const struct px_config *cfg)
     px_fail(PX_STEP_EXEC, saved, prog);
 }
 
-/* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
- * may forbid what the earlier steps need. Without no_new_privs the kernel
- * wants CAP_SYS_ADMIN for it, so run_task then loads it before dropping
- * privileges. */
-static void load_seccomp(const struct px_config *cfg)
-{
-    struct sock_fprog prog = {(unsigned short)cfg->seccomp_len, (struct sock_filter *)cfg->seccomp_filter};
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-        px_fail(PX_STEP_SECCOMP, errno, "seccomp");
-}
-
 void px_run_task(const struct px_config *cfg)
 {
     if (setsid() < 0)
@@ -187,7 +174,7 @@ void px_run_task(const struct px_config *cfg)
      * does), and the profile must allow those steps (the default one does). */
     int early_seccomp = !cfg->no_new_privs && cfg->seccomp_filter && cfg->seccomp_len > 0;
     if (early_seccomp)
-        load_seccomp(cfg);
+        px_load_seccomp(cfg);
     if (cfg->set_caps)
         drop_bounding_set(cfg); /* needs CAP_SETPCAP, so before the user switch */
     if (cfg->set_user)
@@ -208,7 +195,7 @@ void px_run_task(const struct px_config *cfg)
      * may forbid prctl. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
-        load_seccomp(cfg);
+        px_load_seccomp(cfg);
     exec_search(cfg);
     _exit(127); /* not reached */
 }
