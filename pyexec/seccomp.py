@@ -379,7 +379,8 @@ def _other_personas() -> List[Dict[str, Any]]:
     for value in _PERSONAS:
         if value != _QUERY:
             used |= value
-    assert {v for v in _PERSONAS if v != _QUERY} == {v for v in range(used + 1) if v & ~used == 0}
+    others = {v for v in _PERSONAS if v != _QUERY}
+    assert all(v & ~used == 0 for v in others) and len(others) == 2 ** bin(used).count("1"), "not all combinations"
     free = [bit for bit in range(32) if not used >> bit & 1]
     following = {bit: free[(i + 1) % len(free)] for i, bit in enumerate(free)}
     conds = [{"index": 0, "op": "SCMP_CMP_GT", "value": _QUERY, "valueTwo": 0}]
