@@ -12,15 +12,28 @@ import platform
 import random
 
 import pytest
+from support.bpf import check_jumps, emulate, execute
+from support.profiles import (
+    ALL_NUMBERS,
+    ALLOW,
+    KILL_PROCESS,
+    NAMES,
+    NATIVE,
+    REFERENCE,
+    U64,
+    X32,
+    arg,
+    errno_ret,
+    number,
+    profile,
+    rule,
+)
 
 from pyexec.caps import DEFAULT_CAPABILITIES, parse_capabilities
 from pyexec.native import lib
-from pyexec.seccomp import compile_profile, default_profile, instructions, syscall_number
 from pyexec.seccomp import _arches as parse_arches  # the parts the programs are made of
 from pyexec.seccomp import _rules as parse_rules
-from support.bpf import check_jumps, emulate, execute
-from support.profiles import (ALL_NUMBERS, ALLOW, KILL_PROCESS, NAMES, NATIVE, REFERENCE, U64, X32, arg, errno_ret,
-                              number, profile, rule)
+from pyexec.seccomp import compile_profile, default_profile, instructions, syscall_number
 
 GETPPID = syscall_number("getppid")
 ALL_CAPS = parse_capabilities(["ALL"])
