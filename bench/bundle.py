@@ -52,37 +52,25 @@ def oci_seccomp(capabilities: Sequence[str] = tuple(DOCKER_CAPS)) -> Optional[Di
     """pyexec's default seccomp profile in OCI terms, for a task with
     ``capabilities``; None when this pyexec has no seccomp module.
 
-    pyexec's profile is a Docker-style deny-list read first-match-wins;
-    libseccomp (runc, crun) has no rule order. Kept: every unconditional deny
-    that applies to these capabilities (``includes``/``excludes.caps``),
-    minus the calls another rule allows under conditions (clone without
-    namespace flags, some personality values): those are left allowed here,
-    a little looser than pyexec, and about the same size of filter to build,
-    load and run.
+    The rules that apply to these capabilities (Docker's
+    ``includes``/``excludes.caps``, which runc and crun do not read), as they
+    are: pyexec compiles its profile with libseccomp too, so runc and crun
+    build the same filter from it.
     """
     try:
         from pyexec.seccomp import default_profile
     except ImportError:
         return None
     profile = default_profile()
-    default = profile.get("defaultAction", "SCMP_ACT_ALLOW")
     caps = set(capabilities)
-    conditional = {name for rule in profile["syscalls"] if rule.get("args") for name in rule["names"]}
     rules = []
     for rule in profile["syscalls"]:
-        if rule["action"] == default or rule.get("args"):
-            continue
         includes = set(rule.get("includes", {}).get("caps", ()))
         excludes = set(rule.get("excludes", {}).get("caps", ()))
-        if not includes <= caps or excludes & caps:
-            continue
-        names = [n for n in rule["names"] if n not in conditional]
-        if names:
-            entry: Dict[str, object] = {"names": names, "action": rule["action"]}
-            if "errnoRet" in rule:
-                entry["errnoRet"] = rule["errnoRet"]
-            rules.append(entry)
-    return {"defaultAction": default, "architectures": list(profile.get("architectures", [])), "syscalls": rules}
+        if includes <= caps and not excludes & caps:
+            rules.append({key: rule[key] for key in ("names", "action", "errnoRet", "args") if key in rule})
+    return {"defaultAction": profile["defaultAction"], "architectures": list(profile.get("architectures", [])),
+            "syscalls": rules}
 
 
 def oci_config(args: Sequence[str], rootfs: str, cgroups_path: str, memory: Optional[int] = 64 << 20,

@@ -181,6 +181,9 @@ struct px_config {
     uint64_t caller_env[2];
     const struct px_bpf_insn *seccomp_filter; /* loaded last, after no_new_privs; NULL: none */
     int seccomp_len;
+    uint32_t seccomp_flags;   /* SECCOMP_FILTER_FLAG_* of the seccomp(2) call (LOG, SPEC_ALLOW, TSYNC) */
+    int seccomp_listener_fd;  /* >= 0: load with SECCOMP_FILTER_FLAG_NEW_LISTENER and send the listener
+                                 over this unix socket (one SCM_RIGHTS message), then close it; -1: none */
     int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,
                                  clone_flags) replaces new namespaces and the mount plan */
     int set_ctty;             /* make stdin (a tty) the task's controlling terminal (TIOCSCTTY after setsid) */
@@ -343,6 +346,8 @@ PX_HIDDEN void px_setup_console(const struct px_config *cfg);
 PX_HIDDEN int px_child_start(void *launch);
 /* csrc/mounts.c: run cfg->mounts in order. */
 PX_HIDDEN void px_run_mount_ops(const struct px_config *cfg);
+/* csrc/seccomp.c: load cfg->seccomp_filter (and hand over its listener). */
+PX_HIDDEN void px_load_seccomp(const struct px_config *cfg);
 /* csrc/task.c: the task's own steps and its exec; never returns. */
 PX_HIDDEN void __attribute__((noreturn)) px_run_task(const struct px_config *cfg);
 

@@ -3,15 +3,16 @@
  * its exec. It runs in the memory of its init (CLONE_VM|CLONE_VFORK, see
  * nsenter.c), or is the cloned child itself (use_init = 0), so, like the rest
  * of the child, it allocates nothing and takes no locks; a failing step
- * reports through px_fail() (csrc/error.c). It calls only that and, for a
- * console socket, px_setup_console (csrc/console.c) in place of its stdio.
+ * reports through px_fail() (csrc/error.c). It calls only that, the seccomp
+ * load (csrc/seccomp.c) and, for a console socket, px_setup_console
+ * (csrc/console.c) in place of its stdio.
  *
  * Order matters: the bounding set needs CAP_SETPCAP, so it goes before the
  * user switch; capabilities after it (keepcaps); no_new_privs, then the signal
  * dispositions and the fds; with start_fd the hold (hold_for_start) after all
  * of them; the seccomp filter last, since it may forbid what the steps before
  * need, read() of the hold included (or first, without no_new_privs: see
- * load_seccomp); personality before either place of the filter.
+ * px_run_task); personality before either place of the filter.
  */
 #define _GNU_SOURCE
 #define PX_SHIM_INTERNAL
@@ -20,8 +21,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -251,17 +250,6 @@ static const char *hold_for_start(const struct px_config *cfg, char *buf, size_t
     return path;
 }
 
-/* Stage: the seccomp filter, compiled by Python (pyexec/seccomp.py), last: it
- * may forbid what the earlier steps need. Without no_new_privs the kernel
- * wants CAP_SYS_ADMIN for it, so run_task then loads it before dropping
- * privileges. */
-static void load_seccomp(const struct px_config *cfg)
-{
-    struct sock_fprog prog = {(unsigned short)cfg->seccomp_len, (struct sock_filter *)cfg->seccomp_filter};
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-        px_fail(PX_STEP_SECCOMP, errno, "seccomp");
-}
-
 void px_run_task(const struct px_config *cfg)
 {
     if (setsid() < 0)
@@ -289,7 +277,7 @@ void px_run_task(const struct px_config *cfg)
      * does), and the profile must allow those steps (the default one does). */
     int early_seccomp = !cfg->no_new_privs && cfg->seccomp_filter && cfg->seccomp_len > 0;
     if (early_seccomp)
-        load_seccomp(cfg);
+        px_load_seccomp(cfg);
     if (cfg->set_caps)
         drop_bounding_set(cfg); /* needs CAP_SETPCAP, so before the user switch */
     if (cfg->set_user)
@@ -314,7 +302,7 @@ void px_run_task(const struct px_config *cfg)
     char path[4096];
     const char *held = cfg->start_fd >= 0 ? hold_for_start(cfg, path, sizeof path) : NULL;
     if (!early_seccomp && cfg->seccomp_filter && cfg->seccomp_len > 0)
-        load_seccomp(cfg);
+        px_load_seccomp(cfg);
     if (held) {
         execve(held, cfg->argv, cfg->envp);
         _exit(127); /* resolved before the hold; reported to nobody */

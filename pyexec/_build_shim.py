@@ -207,6 +207,69 @@ _PRELUDE = """
 """
 
 
+# libseccomp, which compiles seccomp profiles in the parent (pyexec/seccomp_bpf.py): the child
+# only loads the exported program (csrc/seccomp.c). Also the user-notification structures of
+# <linux/seccomp.h> that a seccomp agent reads and answers, and the flags of seccomp(2).
+_SECCOMP_CDEF = """
+typedef void *scmp_filter_ctx;
+typedef uint64_t scmp_datum_t;
+enum scmp_compare { SCMP_CMP_NE, SCMP_CMP_LT, SCMP_CMP_LE, SCMP_CMP_EQ, SCMP_CMP_GE, SCMP_CMP_GT,
+                    SCMP_CMP_MASKED_EQ, ... };
+enum scmp_filter_attr { SCMP_FLTATR_ACT_BADARCH, SCMP_FLTATR_CTL_OPTIMIZE, ... };
+struct scmp_arg_cmp { unsigned int arg; enum scmp_compare op; scmp_datum_t datum_a; scmp_datum_t datum_b; };
+#define SCMP_ACT_KILL_PROCESS ...
+#define SCMP_ACT_KILL_THREAD ...
+#define SCMP_ACT_TRAP ...
+#define SCMP_ACT_NOTIFY ...
+#define SCMP_ACT_LOG ...
+#define SCMP_ACT_ALLOW ...
+#define PX_SCMP_ACT_ERRNO_BASE ...
+#define PX_SCMP_ACT_TRACE_BASE ...
+#define SCMP_ARCH_NATIVE ...
+#define SCMP_ARCH_X86 ...
+#define SCMP_ARCH_X86_64 ...
+#define SCMP_ARCH_X32 ...
+#define SCMP_ARCH_AARCH64 ...
+#define SCMP_ARCH_ARM ...
+#define __NR_SCMP_ERROR ...
+scmp_filter_ctx seccomp_init(uint32_t def_action);
+void seccomp_release(scmp_filter_ctx ctx);
+int seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr, uint32_t value);
+uint32_t seccomp_arch_resolve_name(const char *arch_name);
+uint32_t seccomp_arch_native(void);
+int seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
+int seccomp_syscall_resolve_name(const char *name);
+int seccomp_syscall_resolve_name_arch(uint32_t arch_token, const char *name);
+int seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall, unsigned int arg_cnt,
+                           const struct scmp_arg_cmp *arg_array);
+int seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
+#define SECCOMP_FILTER_FLAG_TSYNC ...
+#define SECCOMP_FILTER_FLAG_LOG ...
+#define SECCOMP_FILTER_FLAG_SPEC_ALLOW ...
+#define SECCOMP_FILTER_FLAG_NEW_LISTENER ...
+#define SECCOMP_FILTER_FLAG_TSYNC_ESRCH ...
+#define SECCOMP_RET_USER_NOTIF ...
+#define SECCOMP_USER_NOTIF_FLAG_CONTINUE ...
+#define SECCOMP_IOCTL_NOTIF_RECV ...
+#define SECCOMP_IOCTL_NOTIF_SEND ...
+#define SECCOMP_IOCTL_NOTIF_ID_VALID ...
+struct seccomp_data { int nr; uint32_t arch; uint64_t instruction_pointer; uint64_t args[6]; };
+struct seccomp_notif { uint64_t id; uint32_t pid; uint32_t flags; struct seccomp_data data; ...; };
+struct seccomp_notif_resp { uint64_t id; int64_t val; int32_t error; uint32_t flags; ...; };
+int px_seccomp_flags_supported(unsigned int flags);
+"""
+_SECCOMP_PRELUDE = """
+#include <seccomp.h>
+/* SCMP_ACT_ERRNO(x) and SCMP_ACT_TRACE(x) are function-like: their bases, the data goes in the low bits. */
+#define PX_SCMP_ACT_ERRNO_BASE SCMP_ACT_ERRNO(0)
+#define PX_SCMP_ACT_TRACE_BASE SCMP_ACT_TRACE(0)
+int px_seccomp_flags_supported(unsigned int flags); /* csrc/seccomp.c, the parent's probe */
+#ifndef SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+#define SECCOMP_FILTER_FLAG_TSYNC_ESRCH (1UL << 4)
+#endif
+"""
+SECCOMP_SOURCES = ("seccomp.c",)
+
 HEADERS = ("pyexec.h", "logmon.h")  # their CDEF regions, in this order
 # The parent side, the child's units (nsenter.c hands over to namespaces.c,
 # mounts.c and task.c, task.c to console.c; all report through error.c) and
@@ -242,13 +305,13 @@ def syscall_cdef() -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(shared_cdef() + _SYSTEM_CONSTANTS + syscall_cdef())
+ffibuilder.cdef(shared_cdef() + _SYSTEM_CONSTANTS + syscall_cdef() + _SECCOMP_CDEF)
 ffibuilder.set_source(
     "pyexec._shim",
-    _PRELUDE,
-    sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES],
+    _PRELUDE + _SECCOMP_PRELUDE,
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES + SECCOMP_SOURCES],
     include_dirs=[str(CSRC.relative_to(ROOT))],
-    libraries=["cap"],
+    libraries=["cap", "seccomp"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"],
 )
 

@@ -1,30 +1,31 @@
 """Seccomp filters of container tasks: profiles in, classic BPF programs out.
 
 It owns pyexec's default profile (the effect of Docker's default profile for
-the task's capabilities), reading OCI runtime-spec and Docker seccomp
-profiles (JSON), and compiling a profile into the classic BPF program the
-shim loads (``SpawnPlan.seccomp_filter``; ``load_seccomp`` in csrc/task.c):
-last before execve, after no_new_privs; without no_new_privs, before the
-capabilities drop (the kernel wants CAP_SYS_ADMIN then), like runc.
+the task's capabilities, as a deny-list) and reading OCI runtime-spec and
+Docker seccomp profiles (JSON) into rules, which libseccomp compiles
+(pyexec/seccomp_bpf.py, in the parent) into the program the shim loads
+(``SpawnPlan.seccomp_filter``; csrc/seccomp.c): last before execve, after
+no_new_privs; without no_new_privs, before the capabilities drop (the kernel
+wants CAP_SYS_ADMIN then), like runc.
 
-Syscall numbers, SECCOMP_RET_* actions, BPF opcodes, the offsets of struct
-seccomp_data and the native AUDIT_ARCH come from the system headers through
-the cffi module (pyexec/_build_shim.py): a filter is for the architecture the
-shim was built for, and a syscall that architecture lacks is skipped (debug log).
-
-The program (pyexec/seccomp_bpf.py lays it out): foreign ABIs are killed
-(the i386 ABI and x32 numbers on x86_64), then a binary search on the syscall
-number leads to what the rules naming it decide, in profile order (first
-match wins, a rule whose argument checks fail falls through to the next rule
-naming that number), or to the default action.
-
-The conditions of a rule are ANDed, unless one argument index appears twice:
-then each condition becomes its own rule (OR), as runc does. Docker's
-``includes``/``excludes`` pick the rules that apply: ``caps`` (all listed /
-any listed, in the task's bounding set), ``arches`` (this machine's Go name,
-"amd64", or its uname or SCMP_ARCH_* name), ``minKernel`` (os.uname()).
-Not supported: SCMP_ACT_NOTIFY (ConfigError), ``flags`` and ``listenerPath``
-(a warning).
+A profile means what it means to runc, which compiles it with libseccomp too
+(pyexec/seccomp_bpf.py says what libseccomp makes of rules: they have no
+order). ``defaultAction``/``defaultErrnoRet``; ``architectures`` (SCMP_ARCH_*
+names; the native one is always in) or Docker's ``archMap`` (this machine's
+entry and its ``subArchitectures``); ``syscalls[]`` with ``names``,
+``action``, ``errnoRet`` (EPERM when not given) and ``args`` (index, value,
+valueTwo, op), whose conditions are ANDed unless one argument index appears
+twice: then each condition is a rule of its own (OR), as runc does.
+``flags`` (SECCOMP_FILTER_FLAG_TSYNC, _LOG, _SPEC_ALLOW) are checked against
+this kernel and come back with the program (``Filter.flags``, for
+``SpawnPlan.seccomp_flags``). SCMP_ACT_NOTIFY needs ``listenerPath``:
+``Filter.notify`` says to load the program with a listener
+(``SpawnPlan.seccomp_listener_fd``), which pyexec/seccomp_notify.py passes on
+to the agent. Docker's ``includes``/``excludes`` pick the rules that apply:
+``caps`` (all listed / any listed, in the task's bounding set), ``arches``
+(this machine's Go name, "amd64", or its uname or SCMP_ARCH_* name),
+``minKernel`` (os.uname()). Errors are ConfigErrors naming the JSON path
+(``seccomp.syscalls[3].action``).
 """
 from __future__ import annotations
 
@@ -34,34 +35,37 @@ import logging
 import os
 import platform
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from .config import Isolation
 from .errors import ConfigError
 from .native import lib
-from .seccomp_bpf import INSN, MAX_INSNS, Cond, Rule, assemble, instructions
+from .seccomp_bpf import INSN, MAX_INSNS, OPS, CompileError, Cond, Rule, arch_token, compile_rules, instructions
 
-__all__ = ["compile_profile", "default_profile", "load_profile", "filter_for", "syscall_number",
-           "instructions", "MAX_INSNS"]
+__all__ = ["Filter", "compile_filter", "compile_profile", "default_profile", "load_profile", "filter_for",
+           "syscall_number", "instructions", "MAX_INSNS", "FLAGS"]
 
 log = logging.getLogger(__name__)
 
 _MAX_ERRNO, _U64 = 4095, (1 << 64) - 1
 
-# action name -> (SECCOMP_RET_* value, whether errnoRet goes into its data)
+# action name -> (libseccomp action, whether errnoRet goes into its data)
 _ACTIONS: Dict[str, Tuple[int, bool]] = {
-    "SCMP_ACT_ALLOW": (lib.SECCOMP_RET_ALLOW, False),
-    "SCMP_ACT_ERRNO": (lib.SECCOMP_RET_ERRNO, True),
-    "SCMP_ACT_KILL": (lib.SECCOMP_RET_KILL_THREAD, False),     # libseccomp: KILL == KILL_THREAD
-    "SCMP_ACT_KILL_THREAD": (lib.SECCOMP_RET_KILL_THREAD, False),
-    "SCMP_ACT_KILL_PROCESS": (lib.SECCOMP_RET_KILL_PROCESS, False),
-    "SCMP_ACT_TRAP": (lib.SECCOMP_RET_TRAP, False),
-    "SCMP_ACT_LOG": (lib.SECCOMP_RET_LOG, False),
-    "SCMP_ACT_TRACE": (lib.SECCOMP_RET_TRACE, True),            # no tracer: the call fails ENOSYS
+    "SCMP_ACT_ALLOW": (lib.SCMP_ACT_ALLOW, False),
+    "SCMP_ACT_ERRNO": (lib.PX_SCMP_ACT_ERRNO_BASE, True),
+    "SCMP_ACT_KILL": (lib.SCMP_ACT_KILL_THREAD, False),        # libseccomp: KILL == KILL_THREAD
+    "SCMP_ACT_KILL_THREAD": (lib.SCMP_ACT_KILL_THREAD, False),
+    "SCMP_ACT_KILL_PROCESS": (lib.SCMP_ACT_KILL_PROCESS, False),
+    "SCMP_ACT_TRAP": (lib.SCMP_ACT_TRAP, False),
+    "SCMP_ACT_LOG": (lib.SCMP_ACT_LOG, False),
+    "SCMP_ACT_TRACE": (lib.PX_SCMP_ACT_TRACE_BASE, True),         # no tracer: the call fails ENOSYS
+    "SCMP_ACT_NOTIFY": (lib.SCMP_ACT_NOTIFY, False),              # the agent at listenerPath answers
 }
-_OPS = ("SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_GT", "SCMP_CMP_GE",
-        "SCMP_CMP_MASKED_EQ")
+# The flags of profiles (runtime-spec), as seccomp(2) takes them.
+FLAGS: Dict[str, int] = {name: int(getattr(lib, name)) for name in (
+    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW")}
 
 # This machine in the spellings profiles use: Docker's includes/excludes.arches
 # take Go's GOARCH names; uname and SCMP_ARCH_* names are accepted too.
@@ -69,6 +73,16 @@ _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "i386": "386", "i686": "386", 
            "ppc64le": "ppc64le", "s390x": "s390x"}
 _MACHINE = platform.machine()
 _NATIVE_ARCHES = frozenset({_MACHINE, _GOARCH.get(_MACHINE, _MACHINE), "SCMP_ARCH_" + _MACHINE.upper()})
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A compiled profile: the program and how to load it."""
+    program: bytes                       # packed struct px_bpf_insn array
+    flags: int = 0                       # SECCOMP_FILTER_FLAG_* of the seccomp(2) call
+    notify: bool = False                 # SCMP_ACT_NOTIFY: load with a listener for the agent
+    listener_path: Optional[str] = None  # the agent's socket (listenerPath)
+    listener_metadata: str = ""          # listenerMetadata, passed on to the agent
 
 
 def syscall_number(name: str) -> Optional[int]:
@@ -85,23 +99,25 @@ def _fail(source: str, reason: str) -> ConfigError:
     return ConfigError("seccomp", source, reason)
 
 
-def _action(name: Any, errno_ret: Any, default_errno: int, where: str, source: str) -> int:
-    if name == "SCMP_ACT_NOTIFY":
-        raise _fail(source, f"{where}: SCMP_ACT_NOTIFY needs a seccomp agent, which pyexec does not support")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _action(name: Any, errno_ret: Any, where: str, source: str) -> int:
     if name not in _ACTIONS:
         raise _fail(source, f"{where}: unknown action {name!r} (one of {', '.join(_ACTIONS)})")
     base, takes_errno = _ACTIONS[name]
     if errno_ret is None:
-        return base | (default_errno if takes_errno else 0)
-    if not isinstance(errno_ret, int) or isinstance(errno_ret, bool) or not 0 <= errno_ret <= _MAX_ERRNO:
+        return base | (errno.EPERM if takes_errno else 0)
+    if not _is_int(errno_ret) or not 0 <= errno_ret <= _MAX_ERRNO:
         raise _fail(source, f"{where}: errnoRet {errno_ret!r} is not an errno number (0..{_MAX_ERRNO})")
-    return base | (errno_ret & lib.SECCOMP_RET_DATA if takes_errno else 0)
+    return base | (errno_ret if takes_errno else 0)
 
 
-def _u64(value: Any, what: str, source: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64:
-        raise _fail(source, f"{what} {value!r} is not an unsigned 64-bit integer")
-    return value
+def _u64(value: Any, where: str, source: str) -> int:
+    if not _is_int(value) or not 0 <= value <= _U64:
+        raise _fail(source, f"{where}: {value!r} is not an unsigned 64-bit integer")
+    return int(value)
 
 
 def _cond(arg: Any, where: str, source: str) -> Cond:
@@ -109,12 +125,12 @@ def _cond(arg: Any, where: str, source: str) -> Cond:
         raise _fail(source, f"{where}: an argument condition must be an object, not {arg!r}")
     index = arg.get("index")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 5:
-        raise _fail(source, f"{where}: argument index {index!r} is not 0..5")
+        raise _fail(source, f"{where}.index: argument index {index!r} is not 0..5")
     op = arg.get("op")
-    if op not in _OPS:
-        raise _fail(source, f"{where}: unknown comparison op {op!r} (one of {', '.join(_OPS)})")
-    return Cond(index, op, _u64(arg.get("value", 0), f"{where}: value", source),
-                 _u64(arg.get("valueTwo", 0), f"{where}: valueTwo", source))
+    if op not in OPS:
+        raise _fail(source, f"{where}.op: unknown comparison op {op!r} (one of {', '.join(OPS)})")
+    return Cond(index, op, _u64(arg.get("value", 0), f"{where}.value", source),
+                _u64(arg.get("valueTwo", 0), f"{where}.valueTwo", source))
 
 
 def _kernel_at_least(wanted: Any, where: str, source: str) -> bool:
@@ -138,89 +154,142 @@ def _applies(entry: Dict[str, Any], caps: FrozenSet[str], where: str, source: st
     for key, wanted in (("includes", True), ("excludes", False)):
         spec = entry.get(key) or {}
         if not isinstance(spec, dict):
-            raise _fail(source, f"{where}: {key} must be an object")
+            raise _fail(source, f"{where}.{key} must be an object")
         if "caps" in spec and spec["caps"]:
-            listed = _cap_names(spec["caps"], f"{where} {key}", source)
+            listed = _cap_names(spec["caps"], f"{where}.{key}.caps", source)
             if wanted and not listed <= caps or not wanted and listed & caps:
                 return False
         if "arches" in spec and spec["arches"]:
             arches = spec["arches"]
             if not isinstance(arches, list):
-                raise _fail(source, f"{where}: {key}.arches must be a list")
+                raise _fail(source, f"{where}.{key}.arches must be a list")
             if bool(_NATIVE_ARCHES & set(arches)) != wanted:
                 return False
         if spec.get("minKernel"):
-            if _kernel_at_least(spec["minKernel"], f"{where} {key}", source) != wanted:
+            if _kernel_at_least(spec["minKernel"], f"{where}.{key}.minKernel", source) != wanted:
                 return False
     return True
 
 
+def _arches(profile: Dict[str, Any], source: str) -> List[Tuple[int, str]]:
+    """(libseccomp token, JSON path) of the architectures besides the native one."""
+    listed = profile.get("architectures") or []
+    arch_map = profile.get("archMap") or []
+    if not isinstance(listed, list) or not isinstance(arch_map, list):
+        raise _fail(source, "seccomp.architectures and seccomp.archMap must be lists")
+    if listed and arch_map:
+        raise _fail(source, "seccomp: give architectures or archMap, not both (as Docker)")
+    names = [(name, f"seccomp.architectures[{i}]") for i, name in enumerate(listed)]
+    native = int(lib.seccomp_arch_native())
+    for i, entry in enumerate(arch_map):
+        where = f"seccomp.archMap[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("subArchitectures") or [], list):
+            raise _fail(source, f"{where} must be an object with architecture and subArchitectures")
+        token = arch_token(str(entry.get("architecture")))
+        if not token:
+            raise _fail(source, f"{where}.architecture: unknown architecture {entry.get('architecture')!r}")
+        if token == native:       # Docker takes the entry of the machine it runs on
+            names += [(name, f"{where}.subArchitectures[{k}]")
+                      for k, name in enumerate(entry.get("subArchitectures") or [])]
+    arches = []
+    for name, where in names:
+        token = arch_token(name) if isinstance(name, str) else 0
+        if not token:
+            raise _fail(source, f"{where}: unknown architecture {name!r} (SCMP_ARCH_X86_64, SCMP_ARCH_X86, ...)")
+        arches.append((token, where))
+    return arches
+
+
+def _flags(profile: Dict[str, Any], source: str) -> int:
+    flags = profile.get("flags") or []
+    if not isinstance(flags, list):
+        raise _fail(source, "seccomp.flags must be a list")
+    value = 0
+    for i, name in enumerate(flags):
+        if name not in FLAGS:
+            raise _fail(source, f"seccomp.flags[{i}]: unknown flag {name!r} (one of {', '.join(FLAGS)})")
+        if not lib.px_seccomp_flags_supported(FLAGS[name]):
+            raise _fail(source, f"seccomp.flags[{i}]: this kernel does not take {name}")
+        value |= FLAGS[name]
+    return value
+
+
 def _rules(profile: Any, caps: FrozenSet[str], source: str) -> Tuple[List[Rule], int]:
+    """The rules of ``profile`` that apply to a task holding ``caps``, and the default action."""
     if not isinstance(profile, dict):
         raise _fail(source, "a profile must be a JSON object")
-    default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), errno.EPERM,
-                      "defaultAction", source)
-    if profile.get("flags"):
-        log.warning("seccomp profile %s: flags %s are not applied", source, profile["flags"])
-    if profile.get("listenerPath"):
-        log.warning("seccomp profile %s: listenerPath is ignored (no SCMP_ACT_NOTIFY support)", source)
-    for key in ("architectures", "archMap"):
-        if not isinstance(profile.get(key) or [], list):
-            raise _fail(source, f"{key} must be a list")
-    # Only native syscalls pass the filter; foreign ABIs are killed (see the module doc).
+    default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "seccomp.defaultAction",
+                      source)
+    if default == lib.SCMP_ACT_NOTIFY:
+        raise _fail(source, "seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default: the shim's own calls "
+                            "before the exec would wait for an agent that has no listener yet")
     syscalls = profile.get("syscalls") or []
     if not isinstance(syscalls, list):
-        raise _fail(source, "syscalls must be a list")
+        raise _fail(source, "seccomp.syscalls must be a list")
     rules: List[Rule] = []
     for i, entry in enumerate(syscalls):
-        where = f"syscalls[{i}]"
+        where = f"seccomp.syscalls[{i}]"
         if not isinstance(entry, dict):
             raise _fail(source, f"{where} must be an object")
         names = entry.get("names") or ([entry["name"]] if entry.get("name") else [])
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise _fail(source, f"{where}: names must be a non-empty list of syscall names")
-        ret = _action(entry.get("action"), entry.get("errnoRet"), errno.EPERM, where, source)
+            raise _fail(source, f"{where}.names must be a non-empty list of syscall names")
+        action = _action(entry.get("action"), entry.get("errnoRet"), f"{where}.action", source)
         args = entry.get("args") or []
         if not isinstance(args, list):
-            raise _fail(source, f"{where}: args must be a list")
-        conds = [_cond(a, where, source) for a in args]
+            raise _fail(source, f"{where}.args must be a list")
+        conds = [_cond(a, f"{where}.args[{k}]", source) for k, a in enumerate(args)]
+        if action == lib.SCMP_ACT_NOTIFY and "sendmsg" in names:
+            raise _fail(source, f"{where}: SCMP_ACT_NOTIFY on sendmsg cannot work: the shim sends the agent's "
+                                "listener with it")
         if not _applies(entry, caps, where, source):
-            continue
-        numbers = []
-        for name in names:
-            nr = syscall_number(name)
-            if nr is None:
-                log.debug("seccomp profile %s: %s is not a syscall of %s, skipped", source, name, _MACHINE)
-            else:
-                numbers.append(nr)
-        if not numbers:
             continue
         indexes = [c.index for c in conds]
         if len(set(indexes)) < len(indexes):   # one index twice: each condition its own rule (OR)
-            rules.extend(Rule(tuple(numbers), (c,), ret) for c in conds)
+            rules.extend(Rule(tuple(names), (c,), action, where) for c in conds)
         else:
-            rules.append(Rule(tuple(numbers), tuple(conds), ret))
+            rules.append(Rule(tuple(names), tuple(conds), action, where))
     return rules, default
 
 
-def compile_profile(profile: Dict[str, Any], capabilities: Iterable[str] = (),
-                    source: str = "profile") -> bytes:
+def compile_filter(profile: Dict[str, Any], capabilities: Iterable[str] = (), source: str = "profile") -> Filter:
     """Compile an OCI or Docker seccomp profile (parsed JSON) for a task holding
-    ``capabilities`` (``CAP_*`` names); ``source`` names it in errors.
-
-    Returns the packed ``struct px_bpf_insn`` array; ConfigError names what is wrong.
-    """
-    if not lib.PX_AUDIT_ARCH:
-        raise _fail(source, f"is not supported on {_MACHINE} (pyexec knows no AUDIT_ARCH for it); "
-                            "use seccomp=None")
+    ``capabilities`` (``CAP_*`` names); ``source`` names it in errors, which are
+    ConfigErrors naming the JSON path."""
     caps = frozenset(c.upper() for c in capabilities)
     rules, default = _rules(profile, caps, source)
-    program = assemble(rules, default)
+    arches = _arches(profile, source)
+    flags = _flags(profile, source)
+    notify = lib.SCMP_ACT_NOTIFY in {r.action for r in rules} | {default}
+    path, metadata = profile.get("listenerPath"), profile.get("listenerMetadata") or ""
+    if path is not None and not isinstance(path, str) or not isinstance(metadata, str):
+        raise _fail(source, "seccomp.listenerPath and seccomp.listenerMetadata must be strings")
+    if notify:
+        if not path:
+            raise _fail(source, "seccomp.listenerPath: SCMP_ACT_NOTIFY needs a seccomp agent to send the "
+                                "listener to")
+        if flags & lib.SECCOMP_FILTER_FLAG_TSYNC:
+            # The kernel takes TSYNC with a listener only when told to fail (ESRCH) rather than
+            # return a thread id; the child is one thread, so either way nothing is synced.
+            flags |= lib.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+            if not lib.px_seccomp_flags_supported(flags | lib.SECCOMP_FILTER_FLAG_NEW_LISTENER):
+                raise _fail(source, "seccomp.flags: this kernel takes no SECCOMP_FILTER_FLAG_TSYNC with "
+                                    "SCMP_ACT_NOTIFY")
+    try:
+        program = compile_rules(rules, default, arches)
+    except CompileError as exc:
+        raise _fail(source, str(exc)) from None
     count = len(program) // INSN.size
     if count > MAX_INSNS:
         raise _fail(source, f"compiles to {count} BPF instructions, more than the kernel's limit of {MAX_INSNS}")
     log.debug("seccomp profile %s: %d rules, %d instructions", source, len(rules), count)
-    return program
+    return Filter(program, flags, notify, path if notify else None, metadata)
+
+
+def compile_profile(profile: Dict[str, Any], capabilities: Iterable[str] = (),
+                    source: str = "profile") -> bytes:
+    """``compile_filter``'s program alone: the packed ``struct px_bpf_insn`` array."""
+    return compile_filter(profile, capabilities, source).program
 
 
 def load_profile(path: str) -> Dict[str, Any]:
@@ -276,54 +345,98 @@ _DENIED: Tuple[Tuple[Tuple[str, ...], Tuple[str, ...], str], ...] = (
 # personality(2) values Docker allows: PER_LINUX, PER_LINUX32, UNAME26 (and with
 # PER_LINUX32) and 0xffffffff, the query. Others (ADDR_NO_RANDOMIZE...) are refused.
 _PERSONAS = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+_QUERY = 0xFFFFFFFF
 # clone(2) takes its flags in the second argument on s390 (CLONE_BACKWARDS2).
 _CLONE_FLAGS_ARG = 1 if _MACHINE.startswith("s390") else 0
 
 
-def _new_namespace_flags() -> int:
+def _new_namespace_flags() -> Tuple[int, ...]:
     # CLONE_NEWTIME is left out: in clone(2) its bit is part of the exit signal byte.
-    return (lib.CLONE_NEWNS | lib.CLONE_NEWUTS | lib.CLONE_NEWIPC | lib.CLONE_NEWPID | lib.CLONE_NEWNET
-            | lib.CLONE_NEWUSER | lib.CLONE_NEWCGROUP)
+    return (lib.CLONE_NEWNS, lib.CLONE_NEWUTS, lib.CLONE_NEWIPC, lib.CLONE_NEWPID, lib.CLONE_NEWNET,
+            lib.CLONE_NEWUSER, lib.CLONE_NEWCGROUP)
+
+
+def _any_bit(index: int, bits: Iterable[int]) -> List[Dict[str, Any]]:
+    """Conditions on one argument, so any one of them (OR): that bit is set."""
+    return [{"index": index, "op": "SCMP_CMP_MASKED_EQ", "value": bit, "valueTwo": bit} for bit in bits]
+
+
+def _other_personas() -> List[Dict[str, Any]]:
+    """Conditions on personality's argument, any one of which (OR) holds for every
+    value but _PERSONAS. Rules have no order in libseccomp, so "these values, else
+    EPERM" over an allowing default is written as the denials of all the rest:
+
+    - above 32 bits (the kernel reads 32, the filter sees 64, as Docker's EQs do);
+    - else "bit c clear and bit f(c) set", one for each of the 32 bits c, where
+      f(c) is the next bit (cyclically) that no allowed value but the query has.
+
+    A value outside _PERSONAS has a clear bit (it is not the query) and such a
+    bit set (the other four are all the combinations of their bits). Were
+    there no c clear with f(c) set, f would keep to the clear bits, and going
+    round all 30 of its bits it would make them all clear. 32 conditions are the
+    fewest: each of the 32 values one bit short of the query needs its own."""
+    used = 0
+    for value in _PERSONAS:
+        if value != _QUERY:
+            used |= value
+    others = {v for v in _PERSONAS if v != _QUERY}
+    assert all(v & ~used == 0 for v in others) and len(others) == 2 ** bin(used).count("1"), "not all combinations"
+    free = [bit for bit in range(32) if not used >> bit & 1]
+    following = {bit: free[(i + 1) % len(free)] for i, bit in enumerate(free)}
+    conds = [{"index": 0, "op": "SCMP_CMP_GT", "value": _QUERY, "valueTwo": 0}]
+    for c in range(32):
+        b = following.get(c, free[0])
+        conds.append({"index": 0, "op": "SCMP_CMP_MASKED_EQ", "value": 1 << b | 1 << c, "valueTwo": 1 << b})
+    return conds
 
 
 def default_profile() -> Dict[str, Any]:
     """pyexec's default: a Docker-format deny-list (defaultAction allow) whose
     effect, for a task with Docker's default capabilities, is Docker's default
-    profile; ``includes``/``excludes.caps`` lift bans for tasks given more."""
-    def deny(names: Iterable[str], unless: Iterable[str], why: str, errno_ret: int = errno.EPERM) -> Dict[str, Any]:
+    profile; ``includes``/``excludes.caps`` lift bans for tasks given more.
+    Only the native ABI runs (the compat ABIs are attack surface nothing needs)."""
+    def deny(names: Iterable[str], unless: Iterable[str], why: str, errno_ret: int = errno.EPERM,
+             args: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
         entry: Dict[str, Any] = {"names": list(names), "action": "SCMP_ACT_ERRNO", "errnoRet": errno_ret,
                                  "comment": why}
+        if args:
+            entry["args"] = args
         if unless:
             entry["excludes"] = {"caps": list(unless)}
         return entry
 
     rules = [deny(names, unless, why) for names, unless, why in _DENIED]
-    rules += [{"names": ["clone"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": list(_SYS_ADMIN)},
-               "args": [{"index": _CLONE_FLAGS_ARG, "value": _new_namespace_flags(), "valueTwo": 0,
-                         "op": "SCMP_CMP_MASKED_EQ"}], "comment": "clone without new namespaces"},
-              deny(["clone"], _SYS_ADMIN, "clone with new namespaces"),
+    rules += [deny(["clone"], _SYS_ADMIN, "clone with any new namespace",
+                   args=_any_bit(_CLONE_FLAGS_ARG, _new_namespace_flags())),
               # clone3 passes its flags in memory, out of the filter's sight: ENOSYS
               # makes glibc fall back to clone(2), whose flags are checked above.
-              deny(["clone3"], _SYS_ADMIN, "clone3: flags the filter cannot see", errno.ENOSYS)]
-    rules += [{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-               "args": [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}]} for v in _PERSONAS]
-    rules.append(deny(["personality"], (), "execution domains that weaken the task (no ASLR...)"))
-    return {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_" + _MACHINE.upper()],
-            "syscalls": rules}
+              deny(["clone3"], _SYS_ADMIN, "clone3: flags the filter cannot see", errno.ENOSYS),
+              deny(["personality"], (), "execution domains that weaken the task (no ASLR...)",
+                   args=_other_personas())]
+    return {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [], "syscalls": rules}
 
 
 @lru_cache(maxsize=16)
 def _default_filter(caps: FrozenSet[str]) -> bytes:
+    # Compiled once per capability set: libseccomp takes ~0.3 ms, a launch should not.
     return compile_profile(default_profile(), caps, source="default")
 
 
 def filter_for(isolation: Isolation, capabilities: Iterable[str]) -> Optional[bytes]:
     """The compiled filter of ``isolation.seccomp`` for a task whose capability
-    (bounding) set is ``capabilities``; None without one. Errors are ConfigError."""
+    (bounding) set is ``capabilities``; None without one. Errors are ConfigError.
+    A profile's flags are the OCI runtime's to apply (``compile_filter``)."""
     spec = isolation.seccomp
     if spec is None:
         return None
     caps = frozenset(c.upper() for c in capabilities)
     if spec == "default":
         return _default_filter(caps)
-    return compile_profile(load_profile(spec), caps, source=spec)
+    compiled = compile_filter(load_profile(spec), caps, source=spec)
+    if compiled.notify:
+        raise _fail(spec, "uses SCMP_ACT_NOTIFY, which needs a seccomp agent: Isolation.seccomp has none "
+                          "(pyexec's OCI runtime passes the listener on to listenerPath)")
+    if compiled.flags:
+        log.warning("seccomp profile %s: its flags (%#x) are not applied by Isolation.seccomp", spec,
+                    compiled.flags)
+    return compiled.program

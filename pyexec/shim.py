@@ -98,6 +98,8 @@ class SpawnPlan:
     capabilities: Optional[CapabilitySets] = None
     no_new_privs: bool = True
     seccomp_filter: Optional[bytes] = None   # packed struct px_bpf_insn array (pyexec.seccomp)
+    seccomp_flags: int = 0                   # SECCOMP_FILTER_FLAG_* of its seccomp(2) call
+    seccomp_listener_fd: int = -1            # socket the SCMP_ACT_NOTIFY listener is sent over
     join_pidfd: int = -1                     # exec into the task of this pidfd (setns)
     set_ctty: bool = False                   # stdin is a tty: make it the controlling terminal
     # (fd, CLONE_NEW* type) pairs: namespaces to join by setns(), first thing after the go (user first,
