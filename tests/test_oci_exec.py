@@ -244,3 +244,15 @@ def test_foreground_exec_matches_runc(oci: Runtime, bundle: Bundle, tmp_path: Pa
         finally:
             runtime("delete", "--force", f"d-{name}", check=False)
     assert results[0] == results[1]
+
+
+def test_exec_gets_the_containers_seccomp_filter(oci: Runtime, bundle: Bundle, tmp_path: Path, rootfs: Path) -> None:
+    config = base_config(["/bin/sleep", "300"])
+    config["root"]["path"] = str(rootfs)
+    config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                                  "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                                "errnoRet": 1}]}
+    bundle.write(config)
+    _running(oci, bundle, tmp_path)
+    done = oci("exec", CID, "/bin/mkdir", "/tmp/d", check=False)
+    assert done.returncode == 1 and "Operation not permitted" in done.stderr, done.stderr
