@@ -83,6 +83,22 @@
  * exec's command as "the task" (see join_task for the extra fork a joined
  * pid namespace needs). Its monitor gets only the status pipe and a lifeline.
  *
+ * Init-less join (join_pidfd >= 0, use_init = 0: pyexec-oci exec, csrc/join.c).
+ * The exec'd process must end up a child of the runtime's caller's subreaper
+ * (conmon, containerd's shim), with no pyexec process above it:
+ *
+ *   parent (pyexec-oci exec)      child (host pid ns)           task (the container's pid ns)
+ *   ------------------------      -------------------           -----------------------------
+ *   clone3 [INTO_CGROUP] -------> [hold_task: read(sync)]
+ *   write(sync, PX_GO) ---------> setns(pidfd, all of clone_flags),
+ *                                 [user ns: become its root]
+ *                                 no pid ns joined: it is the task -> px_run_task as above
+ *                                 else clone(CLONE_PARENT) ------> px_run_task: setsid, stdio or
+ *                                 write(status, its host pid)       the console, ..., seccomp, execve
+ *                                 _exit(0)                          (a sibling of the child: the
+ *   EOF on the error pipe <------ both ends closed ----------------  parent's own child)
+ *   read(status): task_pid; the caller reaps the child and waits for (or leaves) the task
+ *
  * Error convention: every failing step calls px_fail(step, errno, path)
  * (csrc/error.c); nothing else reports. The calls between the units go one
  * way: this file hands over to csrc/namespaces.c (joins, sysctls),
@@ -118,7 +134,7 @@
  * namespace does not map: it could not create a file (EOVERFLOW), and the
  * monitor would lose CAP_KILL there across its exec.
  */
-static void become_userns_root(const struct px_config *cfg, int joined)
+void px_become_userns_root(const struct px_config *cfg, int joined)
 {
     if (!(cfg->clone_flags & CLONE_NEWUSER) && !joined)
         return;
@@ -318,7 +334,7 @@ static void join_task(const struct px_launch *l)
     uint64_t ns = cfg->clone_flags & PX_NS_FLAGS;
     if (ns && setns(cfg->join_pidfd, (int)ns) < 0)
         px_fail(PX_STEP_SETNS, errno, "setns");
-    become_userns_root(cfg, 0); /* a joined user namespace: its root, like the task's init */
+    px_become_userns_root(cfg, 0); /* a joined user namespace: its root, like the task's init */
     if (!(ns & CLONE_NEWPID))
         return; /* we share the command's pid namespace: we can be its init */
     /* A plain fork by raw syscall (glibc's fork runs atfork handlers). */
@@ -368,11 +384,11 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
     if (joining) {
         /* Exec into a running task: its namespaces instead of new ones, its
          * root instead of the mount plan, which it ran long ago. */
-        if (!cfg->use_init)
-            px_fail(PX_STEP_SETNS, EINVAL, "joining a task needs the init");
         if (cfg->n_join_namespaces)
             px_fail(PX_STEP_SETNS, EINVAL, "join_namespaces with join_pidfd");
         sigprocmask(SIG_SETMASK, &all, NULL);
+        if (!cfg->use_init)
+            px_join_direct(l); /* csrc/join.c: no init, the task is ours (or our fork's) */
         join_task(l);
     } else {
         /* Namespaces by fd (csrc/namespaces.c) before anything runs here: a
@@ -380,7 +396,7 @@ static void __attribute__((noreturn)) child_main(const struct px_launch *l)
          * others with the capabilities that gives, the mount namespace last.
          * From a new user namespace a join needs CAP_SYS_ADMIN over the
          * joined namespace's owner, which only a namespace it owns grants. */
-        become_userns_root(cfg, px_join_user_namespace(cfg));
+        px_become_userns_root(cfg, px_join_user_namespace(cfg));
         px_join_namespaces(cfg);
         if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
             px_fail(PX_STEP_HOSTNAME, errno, cfg->hostname);

@@ -185,7 +185,9 @@ struct px_config {
     int seccomp_listener_fd;  /* >= 0: load with SECCOMP_FILTER_FLAG_NEW_LISTENER and send the listener
                                  over this unix socket (one SCM_RIGHTS message), then close it; -1: none */
     int join_pidfd;           /* >= 0: exec into the running task of this pidfd: setns(join_pidfd,
-                                 clone_flags) replaces new namespaces and the mount plan */
+                                 clone_flags) replaces new namespaces and the mount plan. With use_init
+                                 = 0 (pyexec-oci exec) no init: the child (or, when a pid namespace is
+                                 joined, its CLONE_PARENT fork: px_child.task_pid) runs the task */
     int set_ctty;             /* make stdin (a tty) the task's controlling terminal (TIOCSCTTY after setsid) */
     /* Namespaces to join instead of (or besides) the clone's new ones, first
      * thing after the go: the user namespace first (then its root is become),
@@ -222,6 +224,11 @@ struct px_config {
      * last) and the exec, EOF or an error exits 127, and so does any failure
      * from then on, silently: nobody is left to report to. -1: no hold. */
     int start_fd;
+    /* fds 3..3+preserve_fds-1 stay open (not close-on-exec) in the task, every
+     * other fd above 2 is closed (OCI --preserve-fds). The caller keeps the
+     * fds it opens for the child (start_fd, the pipes px_spawn makes) above
+     * that range: the task fails (PX_STEP_STDIO, EBADF) when one is inside. */
+    int preserve_fds;
     const char *cwd;          /* NULL: keep */
     const char *program;      /* argv[0] or a path; searched in search_path when it has no '/' */
     const char *search_path;  /* PATH of the task */
@@ -239,6 +246,10 @@ struct px_error {
 /* What the parent holds after px_spawn(). */
 struct px_child {
     int pid;
+    int task_pid;             /* host pid of the process that execs the program: pid with use_init = 0,
+                                 the CLONE_PARENT fork of an init-less join of a pid namespace (known
+                                 once done: read from the status pipe; -1 before or on failure), 0 with
+                                 an init (the init's child, not known here) */
     int pidfd;
     int sync_fd;              /* write end: PX_GO releases the child; -1 when not waiting */
     int error_fd;             /* read end of the close-on-exec error pipe; -1 once drained */
@@ -342,8 +353,15 @@ PX_HIDDEN void px_write_sysctls(const struct px_config *cfg);
 /* csrc/console.c: the task's pty (console_socket_fd), instead of its stdio. */
 PX_HIDDEN void px_setup_console(const struct px_config *cfg);
 
-/* csrc/nsenter.c: the child's entry (clone's fn); never returns. */
+/* csrc/nsenter.c: the child's entry (clone's fn); never returns.
+ * px_become_userns_root: the root of a new (or joined: joined = 1) user namespace. */
 PX_HIDDEN int px_child_start(void *launch);
+PX_HIDDEN void px_become_userns_root(const struct px_config *cfg, int joined);
+/* csrc/join.c: the init-less join (use_init = 0, join_pidfd >= 0); never
+ * returns. px_read_task_pid: the parent's read of its fork's pid, once the
+ * error pipe is drained (spawn.c's finish_up). */
+PX_HIDDEN void __attribute__((noreturn)) px_join_direct(const struct px_launch *l);
+PX_HIDDEN void px_read_task_pid(struct px_child *c);
 /* csrc/mounts.c: run cfg->mounts in order. */
 PX_HIDDEN void px_run_mount_ops(const struct px_config *cfg);
 /* csrc/seccomp.c: load cfg->seccomp_filter (and hand over its listener). */

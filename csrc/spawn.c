@@ -245,6 +245,8 @@ static void finish_up(struct px_child *c)
     if (c->result < 0)
         kill_child(c); /* our write failed: the child may wait for a go that never comes */
     drain(c);
+    if (c->task_pid < 0)
+        px_read_task_pid(c); /* csrc/join.c: the pid of an init-less join's fork */
     if (c->result != 0)
         kill_child(c); /* a task that failed leaves its init going on to the monitor */
     unmap_stack(c);
@@ -387,8 +389,10 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     out->failed_place = -1;
 
     int needs_sync = cfg->wait_for_parent || cfg->hold_task;
+    /* An init-less join of a pid namespace reports its fork's pid there (join.c). */
+    int reports_pid = !cfg->use_init && cfg->join_pidfd >= 0 && (cfg->clone_flags & CLONE_NEWPID);
     if (pipe2(err_p, O_CLOEXEC) < 0 || (needs_sync && pipe2(sync_p, O_CLOEXEC) < 0) ||
-        (cfg->use_init && pipe2(status_p, O_CLOEXEC) < 0)) {
+        ((cfg->use_init || reports_pid) && pipe2(status_p, O_CLOEXEC) < 0)) {
         saved_errno = errno;
         goto fail;
     }
@@ -462,6 +466,7 @@ int px_spawn(const struct px_config *cfg, struct px_child *out)
     close_fd(&sync_p[0]);
     close_fd(&status_p[1]);
     out->pid = (int)pid;
+    out->task_pid = cfg->use_init ? 0 : reports_pid ? -1 : (int)pid;
     out->pidfd = pidfd;
     out->sync_fd = sync_p[1];
     out->error_fd = err_p[0];

@@ -39,7 +39,8 @@ static void setup_stdio(const struct px_config *cfg)
     /* Lift all three above 2 first so one never overwrites another's source. */
     for (int i = 0; i < 3; i++) {
         tmp[i] = -1;
-        if (cfg->stdio[i] >= 0 && (tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
+        /* Above the preserved fds: a copy in their range would keep its number open. */
+        if (cfg->stdio[i] >= 0 && (tmp[i] = fcntl(cfg->stdio[i], F_DUPFD_CLOEXEC, 3 + cfg->preserve_fds)) < 0)
             px_fail(PX_STEP_STDIO, errno, "dup");
     }
     for (int i = 0; i < 3; i++)
@@ -233,10 +234,11 @@ static const char *hold_for_start(const struct px_config *cfg, char *buf, size_t
         px_fail(PX_STEP_EXEC, err, what);
     close(px_error_fd());
     px_set_error_fd(-1);
-    unsigned fd = (unsigned)cfg->start_fd;
-    if (fd > 3)
-        syscall(SYS_close_range, 3U, fd - 1, 0);
-    syscall(SYS_close_range, fd >= 3 ? fd + 1 : 3U, ~0U, 0);
+    /* The preserved fds stay; start_fd is above them (keep_fds checked it). */
+    unsigned fd = (unsigned)cfg->start_fd, first = 3U + (unsigned)cfg->preserve_fds;
+    if (fd > first)
+        syscall(SYS_close_range, first, fd - 1, 0);
+    syscall(SYS_close_range, fd >= first ? fd + 1 : first, ~0U, 0);
     char byte;
     ssize_t n;
     do
@@ -248,6 +250,26 @@ static const char *hold_for_start(const struct px_config *cfg, char *buf, size_t
      * starter, polling its write end, sees the last reader go (POLLERR) only
      * once the program runs; so poststart hooks never run before it. */
     return path;
+}
+
+/*
+ * Anything a library opened without O_CLOEXEC must not reach the task; the
+ * preserved fds (3..3+preserve_fds-1, OCI --preserve-fds) must, even if the
+ * caller has them close-on-exec. A shim fd still needed (the error pipe,
+ * start_fd) inside that range would reach the task or be lost: refused.
+ */
+static void keep_fds(const struct px_config *cfg)
+{
+    int first = 3 + cfg->preserve_fds;
+    if (cfg->preserve_fds > 0) {
+        int err = px_error_fd();
+        if ((err >= 3 && err < first) || (cfg->start_fd >= 3 && cfg->start_fd < first))
+            px_fail(PX_STEP_STDIO, EBADF, "a shim fd among the preserved fds");
+    }
+    syscall(SYS_close_range, (unsigned)first, ~0U, CLOSE_RANGE_CLOEXEC);
+    for (int fd = 3; fd < first; fd++)
+        if (fcntl(fd, F_SETFD, 0) < 0 && errno != EBADF)
+            px_fail(PX_STEP_STDIO, errno, "preserved fd");
 }
 
 void px_run_task(const struct px_config *cfg)
@@ -291,8 +313,7 @@ void px_run_task(const struct px_config *cfg)
     if (cfg->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         px_fail(PX_STEP_NO_NEW_PRIVS, errno, "prctl");
     reset_signals();
-    /* Anything a library opened without O_CLOEXEC must not reach the task. */
-    syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+    keep_fds(cfg);
     /* The memory we borrow stays the init's until it execs the monitor, and
      * maybe the caller's (spawn.c): from our exec on, the task's code runs,
      * and it must not read or write that memory (ptrace, /proc/1/mem). Our

@@ -121,6 +121,9 @@ class SpawnPlan:
     # use_init=False only: once set up, the task reads one byte from this fd before its exec (EOF: it
     # exits 127), and spawn() returns as soon as it waits; see csrc/pyexec.h
     start_fd: int = -1
+    # fds 3..3+preserve_fds-1 of the caller stay open in the task (OCI --preserve-fds); the fds the caller
+    # opens for the child must be above them (the task fails otherwise): see csrc/pyexec.h
+    preserve_fds: int = 0
     cwd: Optional[str] = None
 
 
@@ -138,6 +141,13 @@ class Child:
     @property
     def pid(self) -> int:
         return int(self._state.pid)
+
+    @property
+    def task_pid(self) -> int:
+        """Host pid of the process that execs the program: ``pid`` without an init, the fork of an
+        init-less join of a pid namespace (a child of this process: the caller reaps ``pid``, the
+        intermediate, and this one), 0 with an init, -1 when not known."""
+        return int(self._state.task_pid)
 
     @property
     def pidfd(self) -> int:

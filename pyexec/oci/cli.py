@@ -23,6 +23,7 @@ from ..errors import PyexecError
 from .args import Invocation, UsageError, parse
 from .create import CreateOptions, create
 from .create import run as run_container
+from .exec import exec_verb
 from .hooks import HookFailed
 from .info import features, write_spec
 from .live import events, update
@@ -65,6 +66,7 @@ def _verb_handlers() -> Dict[str, Handler]:
     return {
         "create": _create,
         "run": _run,
+        "exec": exec_verb,
         "start": lambda root, inv: start(root, inv.args[0]),
         "state": lambda root, inv: state(root, inv.args[0]),
         "list": lambda root, inv: list_containers(root, _str(inv, "format", "table"), bool(inv.flags["quiet"])),

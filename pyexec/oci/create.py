@@ -25,6 +25,7 @@ one process (the container is its child then), or create and start with
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import errno
 import os
@@ -45,7 +46,7 @@ from .spec import OciConfig, OciHook, load_config
 from .state import ContainerRecord, Root, process_start, rfc3339_now
 from .verbs import RuntimeFailure, delete, start
 
-__all__ = ["CreateOptions", "create", "run"]
+__all__ = ["CreateOptions", "create", "run", "connect_console", "write_pid_file", "exec_failure", "check_preserved_fds"]
 
 
 @dataclasses.dataclass
@@ -64,7 +65,7 @@ def _hooks_json(hooks: tuple[OciHook, ...]) -> list[dict[str, object]]:
     return [{"path": h.path, "args": list(h.args), "env": list(h.env), "timeout": h.timeout} for h in hooks]
 
 
-def _connect_console(path: str) -> int:
+def connect_console(path: str) -> int:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
@@ -74,10 +75,21 @@ def _connect_console(path: str) -> int:
     return sock.detach()
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     # Digits only, no newline (containerd's Atoi), renamed into place whole.
     path = os.path.abspath(path)
     write_atomically(path, str(pid).encode())
+
+
+def check_preserved_fds(count: int) -> None:
+    """``--preserve-fds N``: the caller's fds 3..3+N-1 must all be open. Then
+    every fd this runtime opens for the child lands above them, where the shim
+    wants it (a shim fd among them would reach the container or be lost)."""
+    for fd in range(3, 3 + count):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise RuntimeFailure(f"--preserve-fds {count}: fd {fd} is not open") from None
 
 
 def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRecord:
@@ -85,8 +97,7 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
     Root.check_id(container_id)
     bundle = os.path.abspath(options.bundle)
     config = load_config(bundle)
-    if options.preserve_fds:
-        raise RuntimeFailure("--preserve-fds is not supported by pyexec-oci yet")
+    check_preserved_fds(options.preserve_fds)
     process = config.process
     if process is not None and process.terminal and options.console_socket is None:
         raise RuntimeFailure("cannot allocate tty if runc will detach without setting console socket")
@@ -113,8 +124,9 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
         fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
         plan = oci.plan
         plan.start_fd = fifo_fd
+        plan.preserve_fds = options.preserve_fds
         if options.console_socket is not None:
-            console_fd = _connect_console(options.console_socket)
+            console_fd = connect_console(options.console_socket)
             plan.console_socket_fd = console_fd
             if process is not None and process.console_size is not None:
                 plan.console_rows, plan.console_cols = process.console_size.height, process.console_size.width
@@ -129,7 +141,10 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
             annotations=dict(config.annotations), cgroup={"parent": parent, "name": name},
             hooks={"poststart": _hooks_json(config.hooks.poststart),
                    "poststop": _hooks_json(config.hooks.poststop)},
-            namespaces=list(oci.namespaces))
+            namespaces=list(oci.namespaces),
+            # exec's processes get the container's filter (runc's rule): compiled once, here.
+            process={"seccomp": base64.b64encode(oci.plan.seccomp_filter).decode()
+                     if oci.plan.seccomp_filter else None})
         if child.parked:
             if oci.uid_map:
                 write_id_maps(child.pid, oci.uid_map, oci.gid_map)
@@ -137,9 +152,9 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
         try:
             finish(child)
         except LaunchError as exc:
-            raise _exec_failure(exc, oci.plan.program) from None
+            raise exec_failure(exc, oci.plan.program) from None
         if options.pid_file is not None:
-            _write_pid_file(options.pid_file, child.pid)
+            write_pid_file(options.pid_file, child.pid)
         root.save(record)
         return record
     except BaseException:
@@ -162,7 +177,7 @@ def create(root: Root, container_id: str, options: CreateOptions) -> ContainerRe
                     os.close(fd)
 
 
-def _exec_failure(exc: LaunchError, program: str) -> Exception:
+def exec_failure(exc: LaunchError, program: str) -> Exception:
     """runc's texts for a program that cannot be run, which clients map to
     exit codes (127: not found, 126: permission denied)."""
     if exc.step != "exec":

@@ -29,7 +29,7 @@ from ..users import TaskUser, resolve_user
 from .mounts import mount_plan
 from .spec import OciConfig, OciProcess
 
-__all__ = ["OciPlan", "NAMESPACE_FLAGS", "plan_container"]
+__all__ = ["OciPlan", "NAMESPACE_FLAGS", "DEFAULT_UMASK", "plan_container", "process_env", "process_capabilities"]
 
 # runtime-spec namespace types -> clone flags.
 NAMESPACE_FLAGS = {
@@ -57,7 +57,7 @@ class OciPlan:
             os.close(self.fds.pop())
 
 
-def _env(process: OciProcess, rootfs: str, uid: int) -> Dict[str, str]:
+def process_env(process: OciProcess, rootfs: str, uid: int) -> Dict[str, str]:
     env: Dict[str, str] = {}
     for entry in process.env:
         key, _, value = entry.partition("=")
@@ -71,7 +71,7 @@ def _env(process: OciProcess, rootfs: str, uid: int) -> Dict[str, str]:
     return env
 
 
-def _capabilities(process: OciProcess) -> Optional[CapabilitySets]:
+def process_capabilities(process: OciProcess) -> Optional[CapabilitySets]:
     caps = process.capabilities
     if caps is None:
         return None  # runtime-spec leaves them as they are
@@ -122,13 +122,13 @@ def plan_container(config: OciConfig, cgroup_path: str) -> OciPlan:
         task_user = TaskUser(uid=user.uid, gid=user.gid, groups=groups, name=None, home="/")
         identity = Identity(
             user=task_user,
-            capabilities=_capabilities(process),
+            capabilities=process_capabilities(process),
             no_new_privs=process.no_new_privileges,
             rlimits=[(r.resource, r.soft, r.hard, r.type) for r in process.rlimits],
             seccomp_filter=_seccomp(config, process),
             oom_score_adj=process.oom_score_adj,
         )
-        env = _env(process, config.root.path, user.uid)
+        env = process_env(process, config.root.path, user.uid)
         new_user_ns = linux.new_namespace("user")
         if new_user_ns:
             out.uid_map = [(m.container_id, m.host_id, m.size) for m in linux.uid_mappings]
