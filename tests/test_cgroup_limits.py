@@ -191,3 +191,17 @@ def test_device_rules_apply_in_order(cg: str) -> None:
     with m:  # allow everything, then take /dev/null away
         listed = read(f"{m.paths['devices']}/devices.list")
         assert listed == "a *:* rwm"  # the kernel lists the default; the deny is an exception it keeps
+
+
+def test_a_reopened_manager_sees_the_optional_hierarchies_joined(cg: str) -> None:
+    """pyexec-oci's delete opens the cgroup with no limits: it must still
+    remove the cpuset directory its create joined."""
+    if "cpuset" not in v1_mounts():
+        pytest.skip("no cpuset hierarchy")
+    m = V1Manager("opt", Resources(cpuset_cpus="0"), parent=cg)
+    m.create()
+    again = V1Manager("opt", Resources(), parent=cg)
+    assert again.paths["cpuset"] == m.paths["cpuset"]
+    again.destroy()
+    assert not os.path.exists(m.paths["cpuset"])
+    assert "cpuset" not in V1Manager("other", Resources(), parent=cg).paths

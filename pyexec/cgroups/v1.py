@@ -156,6 +156,8 @@ class V1Manager(CgroupManager):
                  mounts: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(name, resources, parent)
         self._mounts = _default_mounts(resources) if mounts is None else _normalised(mounts)
+        if mounts is None:
+            self._mounts.update(self._optional_in_use())
         if not set(self._mounts) - {"unified"}:
             raise FileNotFoundError(errno.ENOENT, "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)")
         self._paths = {c: os.path.join(m, self.parent, self.name) for c, m in self._mounts.items()}
@@ -163,6 +165,20 @@ class V1Manager(CgroupManager):
         self._by_mount: Dict[str, List[str]] = {}  # mount -> its controllers (co-mounted ones share it)
         for ctl, mount in self._mounts.items():
             self._by_mount.setdefault(mount, []).append(ctl)
+
+    def _optional_in_use(self) -> Dict[str, str]:
+        """The optional hierarchies (cpuset, hugetlb, net_cls, net_prio) not
+        asked for whose mount already has this cgroup: a manager reopened
+        with no limits (pyexec-oci's kill and delete) must still see, kill
+        and remove what the task's creator joined. One stat per such mount."""
+        found = _derive()[1]
+        out = {}
+        for ctl in _JOINED_FOR:
+            if ctl in found and ctl not in self._mounts:
+                mount = os.path.normpath(found[ctl])
+                if os.path.isdir(os.path.join(mount, self.parent, self.name)):
+                    out[ctl] = mount
+        return out
 
     def _dirs(self) -> List[str]:
         return list(self._dir_list)
