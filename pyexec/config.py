@@ -6,12 +6,12 @@ file system: every dataclass checks itself in ``__post_init__`` and raises
 process, mount or directory exists. Parts with rules of their own live
 beside it: the network's (``Bridge`` and the joins of a namespace) in
 netconfig.py, re-exported here; rlimits in rlimits.py; user-namespace id maps
-in idmaps.py. Values are normalised on the way in (sizes become bytes, names
+in idmaps.py; the cgroup limits (``Resources``, ``parse_size``) in
+limits.py. Values are normalised on the way in (sizes become bytes, names
 become canonical), so consumers read plain ints and tuples.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,6 +21,8 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Sequence, Tuple, Uni
 from .errors import ConfigError
 from .idmaps import IdMap, default_idmap, normalise_idmap
 from .idmaps import host_id as host_id  # re-exported: the executor modules import it from here
+from .limits import Resources as Resources  # re-exported: the cgroup limits live in limits.py
+from .limits import parse_size as parse_size  # re-exported, like Resources
 from .netconfig import NETNS_DIR, Bridge, joined_netns_path, reconcile_network
 from .rlimits import normalise_rlimits
 from .rlimits import rlimit_number as rlimit_number  # re-exported, like host_id
@@ -46,54 +48,6 @@ DEFAULT_READONLY_PATHS: Tuple[str, ...] = (
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 )
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def parse_size(field_name: str, value: Union[int, float, str, None]) -> Optional[int]:
-    """Bytes from an int or a string like ``"64M"``, ``"1.5G"``, ``"512kb"``; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigError(field_name, value, "is not a size")
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(field_name, value, "must not be negative")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(field_name, value, "is not a size")
-        return int(value)
-    if isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if not match or (match.group(3) and match.group(3).lower() == "ib" and not match.group(2)):
-            raise ConfigError(field_name, value, "is not a size")
-        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    raise ConfigError(field_name, value, "is not a size")
-
-
-def _int_in_range(field_name: str, value: Any, low: int, high: Optional[int] = None) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(field_name, value, "is not an integer")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ConfigError(field_name, value, f"must be {bound}")
-    return value
-
-
-_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-
-
-def _cpuset(field_name: str, value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not _CPUSET_RE.match(value.replace(" ", "")):
-        raise ConfigError(field_name, value, "is not a cpu/node list like '0-2,4'")
-    return value.replace(" ", "")
-
-
 @dataclass(frozen=True)
 class LogConfig:
     """Rotation of a task's stdout/stderr files (``<name>.stdout.0``, ``.1``, ...).
@@ -113,53 +67,6 @@ class LogConfig:
         if size is None or size < 1024:
             raise ConfigError("log_config.max_file_size", self.max_file_size, "must be at least 1K")
         object.__setattr__(self, "max_file_size", size)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """Cgroup limits of a task. Sizes accept ints (bytes) or strings ("64M", "1.5G").
-
-    After construction every size field holds bytes (int); ``memory_swap`` may be
-    -1 for unlimited swap. ``None`` means "no limit set".
-    """
-
-    memory: Optional[Union[int, str]] = None             # hard limit, bytes
-    memory_reservation: Optional[Union[int, str]] = None  # soft limit, bytes
-    memory_swap: Optional[Union[int, str]] = None        # memory + swap, bytes (Docker's meaning); -1 = unlimited
-    cpu_shares: Optional[int] = None                     # 2..262144, relative weight
-    cpus: Optional[float] = None                         # CPU bandwidth in cores, e.g. 0.5
-    cpuset_cpus: Optional[str] = None                    # "0-1,3"
-    cpuset_mems: Optional[str] = None
-    pids: Optional[int] = None                           # max number of processes
-    io_weight: Optional[int] = None                      # 10..1000
-
-    def __post_init__(self) -> None:
-        put = object.__setattr__
-        put(self, "memory", parse_size("memory", self.memory))
-        put(self, "memory_reservation", parse_size("memory_reservation", self.memory_reservation))
-        if self.memory_swap == -1 or self.memory_swap == "-1":
-            put(self, "memory_swap", -1)
-        else:
-            put(self, "memory_swap", parse_size("memory_swap", self.memory_swap))
-        if self.memory is not None and self.memory < 4096 * 64:
-            raise ConfigError("memory", self.memory, "is too small (minimum 256K)")
-        if (self.memory_swap not in (None, -1) and self.memory is not None
-                and self.memory_swap < self.memory):  # type: ignore[operator]
-            raise ConfigError("memory_swap", self.memory_swap, "must be at least memory (it includes it)")
-        _int_in_range("cpu_shares", self.cpu_shares, 2, 262144)
-        if self.cpus is not None:
-            if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) \
-                    or not math.isfinite(self.cpus) or self.cpus < 0.01:
-                raise ConfigError("cpus", self.cpus, "must be a number of CPUs of at least 0.01")
-            put(self, "cpus", float(self.cpus))
-        put(self, "cpuset_cpus", _cpuset("cpuset_cpus", self.cpuset_cpus))
-        put(self, "cpuset_mems", _cpuset("cpuset_mems", self.cpuset_mems))
-        _int_in_range("pids", self.pids, 1)
-        _int_in_range("io_weight", self.io_weight, 10, 1000)
-
-    def is_empty(self) -> bool:
-        """True when no limit at all is set."""
-        return all(getattr(self, name) is None for name in self.__dataclass_fields__)
 
 
 @dataclass(frozen=True)

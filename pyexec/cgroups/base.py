@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..config import Resources
 from ..errors import ConfigError
@@ -50,6 +50,26 @@ FIELD_CONTROLLER: Dict[str, str] = {
     "cpuset_mems": "cpuset",
     "pids": "pids",
     "io_weight": "io",
+    "cpu_period_us": "cpu",
+    "cpu_quota_us": "cpu",
+    "cpu_burst_us": "cpu",
+    "cpu_idle": "cpu",
+    "cpu_rt_period_us": "cpu",
+    "cpu_rt_runtime_us": "cpu",
+    "memory_swappiness": "memory",
+    "memory_kernel_tcp": "memory",
+    "memory_oom_kill_disable": "memory",
+    "io_leaf_weight": "io",
+    "io_weight_devices": "io",
+    "io_throttle_read_bps": "io",
+    "io_throttle_write_bps": "io",
+    "io_throttle_read_iops": "io",
+    "io_throttle_write_iops": "io",
+    "hugetlb": "hugetlb",
+    "net_cls_classid": "net_cls",
+    "net_prio_ifpriomap": "net_prio",
+    # The files' own controllers are the backend's business (v2.py; v1 refuses the field).
+    "unified": "unified",
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
@@ -409,11 +429,21 @@ def merge_update(old: Resources, new: Resources) -> Tuple[Resources, Resources]:
     merged set catches combinations like a new memory above the old
     memory_swap before anything is written. When memory changes while a
     memory_swap is in force, memory_swap is written again too (v2's
-    memory.swap.max holds swap alone, so it depends on memory).
+    memory.swap.max holds swap alone, so it depends on memory). ``cpus`` and
+    ``cpu_quota_us`` are two spellings of the quota: a new one replaces the
+    old other; a new cpu_period_us with ``cpus`` in force writes cpus again
+    (its quota is cpus times the period).
     """
     changes = {f.name: getattr(new, f.name) for f in dataclasses.fields(new) if getattr(new, f.name) is not None}
+    if new.cpus is not None:
+        changes.setdefault("cpu_quota_us", None)
+    if new.cpu_quota_us is not None:
+        changes.setdefault("cpus", None)
     merged = dataclasses.replace(old, **changes)
-    to_apply = new
+    again: Dict[str, Any] = {}
     if new.memory is not None and new.memory_swap is None and merged.memory_swap is not None:
-        to_apply = dataclasses.replace(new, memory_swap=merged.memory_swap)
+        again["memory_swap"] = merged.memory_swap
+    if new.cpu_period_us is not None and new.cpus is None and merged.cpus is not None:
+        again["cpus"] = merged.cpus
+    to_apply = dataclasses.replace(new, **again) if again else new
     return merged, to_apply

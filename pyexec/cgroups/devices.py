@@ -1,12 +1,20 @@
 """The devices controller: which device nodes a container task may use.
 
-v1: the task cgroup's list starts from "deny all" (devices.deny "a") and
-allows runc's default set plus the requested nodes (devices.allow). v2 has
-no control files for this: the kernel runs an eBPF program of type
-BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup on every open and mknod
-of a device node. ``device_program`` assembles one from the rules (first
-matching rule allows, else deny: the v1 semantics) and ``set_devices_v2``
-loads and attaches it with bpf(2). Where bpf(2) is refused (a seccomp
+The rules are an ordered list applied on top of "deny everything": each
+allows or denies (``allow``) an access to a device kind "c", "b" or "a"
+(all). The executors' lists only allow (runc's default set plus the
+requested nodes); an OCI list may deny after allowing.
+
+v1: devices.deny "a", then each rule in order to devices.allow or
+devices.deny, as written. The kernel keeps either a default with exceptions:
+a deny in the default-deny state only takes back an allow of exactly that
+device (it cannot carve one device out of an allowed "c *:*"), as with
+runc. v2 has no control files for this: the kernel runs an eBPF program of
+type BPF_PROG_TYPE_CGROUP_DEVICE attached to the cgroup on every open and
+mknod of a device node. ``device_program`` assembles one from the rules, the
+last matching rule deciding (an allow matches when it grants every access
+asked, a deny when it takes any of them; none matching denies), and
+``set_devices_v2`` loads and attaches it with bpf(2). Where bpf(2) is refused (a seccomp
 profile, no CONFIG_CGROUP_BPF) the rules are not enforced and a warning
 says so once per process. The task's /dev holds only the allowed nodes
 either way (see rootfs.py).
@@ -35,14 +43,20 @@ log = logging.getLogger(__name__)
 
 
 class DeviceRule(NamedTuple):
-    """``kind`` "c" or "b"; None for major/minor means any ("*")."""
+    """``kind`` "c", "b" or "a" (every device: major and minor do not
+    apply); None for major/minor means any ("*"); ``allow`` False denies."""
 
     kind: str
     major: Optional[int]
     minor: Optional[int]
     permissions: str
+    allow: bool = True
 
     def text(self) -> str:
+        """The rule as devices.allow / devices.deny take it (kind "a": just "a")."""
+        if self.kind == "a":
+            return "a"
+
         def part(number: Optional[int]) -> str:
             return "*" if number is None else str(number)
         return f"{self.kind} {part(self.major)}:{part(self.minor)} {self.permissions}"
@@ -77,10 +91,19 @@ _text = functools.lru_cache(maxsize=256)(DeviceRule.text)  # the same few rules 
 
 
 def set_devices_v1(path: str, rules: Sequence[DeviceRule]) -> None:
-    """Deny everything, then allow ``rules`` (cgroup v1 devices.deny / devices.allow)."""
+    """Deny everything, then apply ``rules`` in order (cgroup v1 devices.allow /
+    devices.deny); a run of rules to the same file is written through one fd."""
     write_value(os.path.join(path, "devices.deny"), "a", "devices", "deny all")
-    texts = [_text(rule) for rule in rules]
-    write_values(os.path.join(path, "devices.allow"), [(text, "devices", text) for text in texts])
+    start = 0
+    while start < len(rules):
+        allow = rules[start].allow
+        end = start
+        while end < len(rules) and rules[end].allow == allow:
+            end += 1
+        texts = [_text(rule) for rule in rules[start:end]]
+        write_values(os.path.join(path, "devices.allow" if allow else "devices.deny"),
+                     [(text, "devices", text) for text in texts])
+        start = end
 
 
 _warned: List[bool] = []
@@ -97,12 +120,15 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 
 def device_program(rules: Sequence[DeviceRule]) -> bytes:
-    """A BPF_PROG_TYPE_CGROUP_DEVICE program: 1 (allow) when a rule matches the
-    device's type, major and minor and grants every access asked, else 0."""
+    """A BPF_PROG_TYPE_CGROUP_DEVICE program deciding as the last matching
+    rule says: the rules are tested from the last one back, and the first
+    that matches the device's type, major and minor returns -- an allow 1
+    when it grants every access asked (else the test goes on), a deny 0 when
+    it takes any access asked. No matching rule: 0 (deny)."""
     ldxw, exit_ = lib.BPF_LDX | lib.BPF_W | lib.BPF_MEM, lib.BPF_JMP | lib.BPF_EXIT
     mov_x, mov_k = lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_X, lib.BPF_ALU64 | lib.BPF_MOV | lib.BPF_K
     and_k, rsh_k = lib.BPF_ALU64 | lib.BPF_AND | lib.BPF_K, lib.BPF_ALU64 | lib.BPF_RSH | lib.BPF_K
-    jne_k = lib.BPF_JMP | lib.BPF_JNE | lib.BPF_K
+    jne_k, jeq_k = lib.BPF_JMP | lib.BPF_JNE | lib.BPF_K, lib.BPF_JMP | lib.BPF_JEQ | lib.BPF_K
     names = _DEVCG
     all_access = sum(names["access"].values())
     prog = [
@@ -113,21 +139,25 @@ def device_program(rules: Sequence[DeviceRule]) -> bytes:
         _insn(ldxw, dst=4, src=1, off=lib.PX_DEVCG_MAJOR_OFFSET),   # r4 = major
         _insn(ldxw, dst=5, src=1, off=lib.PX_DEVCG_MINOR_OFFSET),   # r5 = minor
     ]
-    for rule in rules:
-        if rule.kind not in names["type"] or set(rule.permissions) - set(names["access"]):
-            raise ConfigError("devices", rule.text(), "is not a device rule (b|c, permissions of rwm)")
-        checks = [(3, names["type"][rule.kind])]
-        checks += [(4, rule.major)] if rule.major is not None else []
-        checks += [(5, rule.minor)] if rule.minor is not None else []
-        allowed = sum(names["access"][p] for p in set(rule.permissions))
-        length = len(checks) + 3 + 2  # the checks, the access test, return 1
+    for rule in reversed(rules):
+        if (rule.kind not in names["type"] and rule.kind != "a") or set(rule.permissions) - set(names["access"]):
+            raise ConfigError("devices", rule.text(), "is not a device rule (a|b|c, permissions of rwm)")
+        checks = []
+        if rule.kind != "a":  # "a" matches every device
+            checks = [(3, names["type"][rule.kind])]
+            checks += [(4, rule.major)] if rule.major is not None else []
+            checks += [(5, rule.minor)] if rule.minor is not None else []
+        rule_access = sum(names["access"][p] for p in set(rule.permissions))
+        length = len(checks) + 3 + 2  # the checks, the access test, the return
         for i, (reg, value) in enumerate(checks):
             prog.append(_insn(jne_k, dst=reg, off=length - i - 1, imm=value))  # no match: next rule
-        prog += [_insn(mov_x, dst=6, src=2),  # asks for an access the rule does not grant: next rule
-                 _insn(and_k, dst=6, imm=~allowed & all_access),
-                 _insn(jne_k, dst=6, off=2, imm=0),
-                 _insn(mov_k, dst=0, imm=1),
-                 _insn(exit_)]
+        if rule.allow:  # asks for an access the rule does not grant: next rule
+            prog += [_insn(mov_x, dst=6, src=2), _insn(and_k, dst=6, imm=~rule_access & all_access),
+                     _insn(jne_k, dst=6, off=2, imm=0)]
+        else:  # asks for none of the accesses the rule takes: next rule
+            prog += [_insn(mov_x, dst=6, src=2), _insn(and_k, dst=6, imm=rule_access),
+                     _insn(jeq_k, dst=6, off=2, imm=0)]
+        prog += [_insn(mov_k, dst=0, imm=int(rule.allow)), _insn(exit_)]
     prog += [_insn(mov_k, dst=0, imm=0), _insn(exit_)]
     return b"".join(prog)
 

@@ -3,10 +3,12 @@ OOM-kill counter and memory statistics, for cgroup v1 and v2.
 
 v1 files: memory.limit_in_bytes, memory.soft_limit_in_bytes,
 memory.memsw.limit_in_bytes (memory + swap, needs swap accounting),
-memory.oom_control (oom_kill since 4.13), memory.stat.
+memory.oom_control (oom_kill since 4.13; writing 1 sets oom_kill_disable),
+memory.swappiness, memory.kmem.tcp.limit_in_bytes, memory.stat.
 v2 files: memory.max, memory.low, memory.swap.max (swap only, so memory_swap -
 memory), memory.events, memory.peak (5.19), memory.stat. memory.oom.group
-is left at 0 (see V2Manager.create).
+is left at 0 (see V2Manager.create). v2 has no file for memory_swappiness,
+memory_kernel_tcp or memory_oom_kill_disable (v2.py refuses them).
 """
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ def check_memory_v1(path: str, res: Resources) -> None:
             current = read_int(os.path.join(path, "memory.limit_in_bytes"))
             if current is None or current >= _V1_UNLIMITED:
                 raise _needs_memory("memory_swap", res.memory_swap)
+    for filename, name in _V1_ONLY_FILES:
+        if getattr(res, name) is not None:
+            require_file(path, filename, name, getattr(res, name), "memory")
+
+
+_V1_ONLY_FILES = (("memory.swappiness", "memory_swappiness"),
+                  ("memory.kmem.tcp.limit_in_bytes", "memory_kernel_tcp"),
+                  ("memory.oom_control", "memory_oom_kill_disable"))
 
 
 def set_memory_v1(path: str, res: Resources) -> None:
@@ -79,6 +89,15 @@ def set_memory_v1(path: str, res: Resources) -> None:
     if res.memory_reservation is not None:
         write_value(os.path.join(path, "memory.soft_limit_in_bytes"), res.memory_reservation,
                     "memory_reservation", res.memory_reservation)
+    if res.memory_swappiness is not None:
+        write_value(os.path.join(path, "memory.swappiness"), res.memory_swappiness,
+                    "memory_swappiness", res.memory_swappiness)
+    if res.memory_kernel_tcp is not None:
+        write_value(os.path.join(path, "memory.kmem.tcp.limit_in_bytes"), res.memory_kernel_tcp,
+                    "memory_kernel_tcp", res.memory_kernel_tcp)
+    if res.memory_oom_kill_disable is not None:
+        write_value(os.path.join(path, "memory.oom_control"), int(res.memory_oom_kill_disable),
+                    "memory_oom_kill_disable", res.memory_oom_kill_disable)
 
 
 def oom_kills_v1(path: str) -> Optional[int]:

@@ -39,11 +39,14 @@ from .cpu import check_cpu_v2, set_cpu_v2, stat_cpu_v2
 from .cpuset import check_cpuset_v2, set_cpuset_v2
 from .devices import set_devices_v2
 from .fscommon import read_keyed, read_text, write_text
+from .hugetlb import check_hugetlb_v2, set_hugetlb_v2
 from .io import check_io_v2, set_io_v2, stat_io_v2
+from .iolimits import check_iolimits_v2, set_iolimits_v2
 from .memory import check_memory_v2, oom_kills_v2, set_memory_v2, stat_memory_v2
 from .mounts import cgroup_mounts
 from .pids import check_pids_v2, set_pids_v2, stat_pids_v2
 from .tree import freeze_kill_thaw, kill_pids, remove_empty_parents, retry_vanished_parent
+from .unified import check_unified_v2, reject_v1_only, set_unified_v2, unified_controllers
 
 __all__ = ["V2Manager", "unified_root", "own_cgroup", "placement_base", "move_members_to_leaf", "is_delegated",
            "STATS_CONTROLLERS"]
@@ -170,9 +173,14 @@ class V2Manager(CgroupManager):
 
     # -- controllers -----------------------------------------------------------------
     def _needed(self, res: Resources) -> Dict[str, list]:
-        return fields_needing(res, {})
+        needed = fields_needing(res, {})
+        needed.pop("unified", None)  # its files name their controllers
+        for ctl in unified_controllers(res):
+            needed.setdefault(ctl, []).append(("unified", res.unified))
+        return needed
 
     def _check_controllers(self, res: Resources) -> None:
+        reject_v1_only(res)
         available = _controllers(self.base)
         for ctl, fields in self._needed(res).items():
             if ctl not in available:
@@ -232,11 +240,14 @@ class V2Manager(CgroupManager):
                     raise
 
     def _check_files(self, res: Resources) -> None:
-        for check in (check_memory_v2, check_cpu_v2, check_cpuset_v2, check_pids_v2, check_io_v2):
+        for check in (check_memory_v2, check_cpu_v2, check_cpuset_v2, check_pids_v2, check_io_v2,
+                      check_iolimits_v2, check_hugetlb_v2, check_unified_v2):
             check(self.path, res)
 
     def _apply(self, res: Resources) -> None:
-        for setter in (set_memory_v2, set_cpu_v2, set_cpuset_v2, set_pids_v2, set_io_v2):
+        # unified last: its raw files may refine what the fields wrote.
+        for setter in (set_memory_v2, set_cpu_v2, set_cpuset_v2, set_pids_v2, set_io_v2, set_iolimits_v2,
+                       set_hugetlb_v2, set_unified_v2):
             setter(self.path, res)
 
     # -- lifecycle -------------------------------------------------------------------

@@ -191,3 +191,50 @@ def test_the_device_program_grants_only_the_permissions_asked(executors, task_di
                           isolation=Isolation(devices=[Device("/dev/fuse", "r")])))
     assert ex.wait(60).exit_code == 0
     assert _stdout(task_dir).split() == ["read-ok", "rw-denied", "made", "disk-denied"], _stdout(task_dir)
+
+
+def test_v2_limit_files_of_the_new_fields(cg):
+    """cpu.max exactly, cpu.max.burst, io.max, unified files; v1-only fields refused by name."""
+    import subprocess
+
+    from pyexec.cgroups import V2Manager
+    from pyexec.cgroups.devices import DeviceRule
+    from pyexec.errors import ConfigError
+    disk = sorted(d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "zram")))
+    res = Resources(cpu_period_us=500000, cpu_quota_us=50000, unified={"memory.high": "64M", "pids.max": "33"})
+    m = V2Manager("new", res, parent=cg)
+    m.device_rules = [DeviceRule("c", 1, 3, "rwm"), DeviceRule("c", 1, 5, "rwm"), DeviceRule("c", 1, 3, "w", False)]
+    with m:
+        assert read(f"{m.path}/cpu.max") == "50000 500000"
+        assert read(f"{m.path}/memory.high") == str(64 * M) and read(f"{m.path}/pids.max") == "33"
+        m.update(Resources(cpu_quota_us=-1))
+        assert read(f"{m.path}/cpu.max") == "max 500000"
+        if os.path.exists(f"{m.path}/cpu.max.burst"):
+            m.update(Resources(cpu_quota_us=50000, cpu_burst_us=1000))
+            assert read(f"{m.path}/cpu.max.burst") == "1000"
+        if disk and os.path.exists(f"{m.path}/io.max"):
+            dev = read(f"/sys/block/{disk[0]}/dev")
+            major, minor = (int(x) for x in dev.split(":"))
+            m.update(Resources(io_throttle_read_bps=[(major, minor, 1 << 20)],
+                               io_throttle_write_iops=[(major, minor, 50)]))
+            assert f"{dev} rbps={1 << 20} wbps=max riops=max wiops=50" in read(f"{m.path}/io.max")
+        # The device program: the last matching rule wins (a deny of "w" after an allow of rwm).
+        probe = subprocess.Popen([PY, "-c", "import os,sys; sys.stdin.read(1)\n"
+                                  "for p, f in (('/dev/null', os.O_RDONLY), ('/dev/null', os.O_WRONLY),"
+                                  " ('/dev/zero', os.O_RDONLY)):\n"
+                                  "    try: os.close(os.open(p, f)); print('ok')\n"
+                                  "    except OSError: print('denied')\n"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            m.add_pid(probe.pid)
+            out, _ = probe.communicate("x", timeout=30)
+        finally:
+            probe.kill()
+            probe.wait()
+        assert out.split() == ["ok", "denied", "ok"], out
+    for field, value in (("cpu_rt_runtime_us", 1000), ("memory_swappiness", 10), ("net_cls_classid", 1)):
+        with pytest.raises(ConfigError) as err:
+            V2Manager("bad", dataclasses.replace(Resources(), **{field: value}), parent=cg).create()
+        assert err.value.field == field and "cgroup v2" in str(err.value)
+    with pytest.raises(ConfigError, match="names no file"):
+        V2Manager("bad", Resources(unified={"memory.nosuch": "1"}), parent=cg).create()
