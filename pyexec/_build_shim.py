@@ -298,7 +298,8 @@ def syscall_cdef() -> str:
     except (OSError, subprocess.CalledProcessError) as exc:
         raise RuntimeError(f"listing the syscalls with {' '.join(cc)} -dM -E <sys/syscall.h> failed: {exc}") from exc
     # Lower-case names only: __NR_SYSCALL_BASE and the like are helpers, not syscalls.
-    names = sorted(set(re.findall(r"^#define (__NR_[a-z0-9_]+)\s", out, re.M)) - {"__NR_syscalls", "__NR_arch_specific_syscall"})
+    helpers = {"__NR_syscalls", "__NR_arch_specific_syscall"}
+    names = sorted(set(re.findall(r"^#define (__NR_[a-z0-9_]+)\s", out, re.M)) - helpers)
     if not names:
         raise RuntimeError("<sys/syscall.h> defines no __NR_ syscall numbers")
     return "".join(f"#define {name} ...\n" for name in names)

@@ -330,7 +330,8 @@ class ExecCommand:
         put(self, "task_dir", os.path.normpath(task_dir))
         name = self.name if self.name is not None else os.path.basename(self.task_dir) or "task"
         if not isinstance(name, str) or not _TASK_NAME_RE.match(name):
-            raise ConfigError("name", name, "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
+            raise ConfigError("name", name,
+                              "must be 1-63 letters, digits, '_', '.', '-' (used for host and cgroup names)")
         put(self, "name", name)
         env = dict(self.env) if self.env is not None else default_env()
         check_env(env)

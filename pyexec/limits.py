@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
 
-__all__ = ["parse_size", "Resources", "IoWeightDevice", "IoRate"]
+__all__ = ["parse_size", "size_of", "Resources", "IoWeightDevice", "IoRate"]
 
 #: (major, minor, weight, leaf_weight); weight or leaf_weight may be None, not both.
 IoWeightDevice = Tuple[int, int, Optional[int], Optional[int]]
@@ -31,6 +31,14 @@ _IFNAME_RE = re.compile(r"^[^\s/]{1,15}$")  # IFNAMSIZ - 1, no blanks (the file 
 _UNIFIED_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z0-9_.]+$")
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
+
+
+def size_of(value: Union[int, str, None]) -> Optional[int]:
+    """A size field of a constructed ``Resources``, as the int of bytes it
+    holds: the field's type admits the text it was given ("64M"), which
+    construction has already turned into bytes."""
+    assert not isinstance(value, str), "Resources parses sizes when it is made"
+    return value
 
 
 def parse_size(field_name: str, value: Union[int, float, str, None]) -> Optional[int]:
@@ -225,7 +233,8 @@ class Resources:
         put(self, "memory", parse_size("memory", self.memory))
         put(self, "memory_reservation", parse_size("memory_reservation", self.memory_reservation))
         put(self, "memory_swap", _size_or_unlimited("memory_swap", self.memory_swap))
-        if self.memory is not None and self.memory < 4096 * 64:
+        memory = size_of(self.memory)
+        if memory is not None and memory < 4096 * 64:
             raise ConfigError("memory", self.memory, "is too small (minimum 256K)")
         if (self.memory_swap not in (None, -1) and self.memory is not None
                 and self.memory_swap < self.memory):  # type: ignore[operator]

@@ -25,11 +25,11 @@ import pytest
 
 from conftest import FORK_LOOP, cgroup_leftovers, sleeper, wait_for
 from pyexec.cgroups import V1Manager, V2Manager, detect_mode, new_manager
-from pyexec.cgroups.fscommon import parse_keyed
-from pyexec.cgroups.mounts import cgroup_mounts
 from pyexec.cgroups.cpu import cpu_max_v2, cpu_quota_us, shares_to_weight, stat_cpu_text_v2, stat_cpu_v2
-from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, swap_max_v2
+from pyexec.cgroups.fscommon import parse_keyed
 from pyexec.cgroups.io import check_io_v1, parse_io_stat_v2, parse_service_bytes_v1
+from pyexec.cgroups.memory import oom_kills_v1, oom_kills_v2, stat_memory_v2, swap_max_v2
+from pyexec.cgroups.mounts import cgroup_mounts
 from pyexec.cgroups.pids import check_pids_v1
 from pyexec.cgroups.v1 import v1_mounts
 from pyexec.cgroups.v2 import move_members_to_leaf, own_cgroup, placement_base, unified_root

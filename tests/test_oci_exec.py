@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List
 
 import prctl
 import pytest
+
 from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs, reap_children
 
 pytestmark = pytest.mark.needs_root(reason="an OCI runtime makes namespaces, mounts and cgroups")

@@ -14,8 +14,6 @@ import signal
 import sys
 
 import pytest
-from support.bpf import check_jumps, emulate
-from support.profiles import ALLOW, KILL_PROCESS, REFERENCE, VALUES, X32, arg, errno_ret, number, profile, rule
 
 from pyexec import Isolation
 from pyexec.caps import DEFAULT_CAPABILITIES
@@ -33,6 +31,8 @@ from pyexec.seccomp import (
     syscall_number,
 )
 from pyexec.seccomp import _arches as parse_arches  # the architectures a profile adds
+from support.bpf import check_jumps, emulate
+from support.profiles import ALLOW, KILL_PROCESS, REFERENCE, VALUES, X32, arg, errno_ret, number, profile, rule
 
 GETPPID = syscall_number("getppid")
 GETCWD = syscall_number("getcwd")

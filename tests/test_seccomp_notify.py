@@ -18,12 +18,12 @@ import threading
 from typing import Any, Dict, List
 
 import pytest
-from support.profiles import PY, SYSCALL, profile, py, rule
 
 from pyexec.native import ffi, lib
 from pyexec.seccomp import compile_filter, syscall_number
 from pyexec.seccomp_notify import process_state, receive_listener, send_to_agent
 from pyexec.shim import SpawnPlan, abort, finish, spawn
+from support.profiles import PY, SYSCALL, profile, py, rule
 
 GETPPID = syscall_number("getppid")
 needs_python = pytest.mark.skipif(not os.path.exists(PY), reason="needs /usr/bin/python3")

@@ -12,6 +12,12 @@ import platform
 import random
 
 import pytest
+
+from pyexec.caps import DEFAULT_CAPABILITIES, parse_capabilities
+from pyexec.native import lib
+from pyexec.seccomp import _arches as parse_arches  # the parts the programs are made of
+from pyexec.seccomp import _rules as parse_rules
+from pyexec.seccomp import compile_profile, default_profile, instructions, syscall_number
 from support.bpf import check_jumps, emulate, execute
 from support.profiles import (
     ALL_NUMBERS,
@@ -28,12 +34,6 @@ from support.profiles import (
     profile,
     rule,
 )
-
-from pyexec.caps import DEFAULT_CAPABILITIES, parse_capabilities
-from pyexec.native import lib
-from pyexec.seccomp import _arches as parse_arches  # the parts the programs are made of
-from pyexec.seccomp import _rules as parse_rules
-from pyexec.seccomp import compile_profile, default_profile, instructions, syscall_number
 
 GETPPID = syscall_number("getppid")
 ALL_CAPS = parse_capabilities(["ALL"])

@@ -13,7 +13,6 @@ import platform
 import signal
 
 import pytest
-from support.profiles import ALL_NUMBERS, NAMES, PY, REFERENCE, SYSCALL, VALUES, arg, profile, py, rule, write_profile
 
 from pyexec import Isolation, LaunchError
 from pyexec.caps import DEFAULT_CAPABILITIES
@@ -21,6 +20,7 @@ from pyexec.errors import ConfigError
 from pyexec.native import lib
 from pyexec.seccomp import compile_profile, instructions, syscall_number
 from pyexec.shim import SpawnPlan, abort, finish, spawn
+from support.profiles import ALL_NUMBERS, NAMES, PY, REFERENCE, SYSCALL, VALUES, arg, profile, py, rule, write_profile
 
 needs_python = pytest.mark.skipif(not os.path.exists(PY), reason="needs /usr/bin/python3 (seen through /usr)")
 GETPPID = syscall_number("getppid")

@@ -28,7 +28,8 @@ from .mounts import cgroup_mounts
 from .v1 import V1Manager, v1_mounts
 from .v2 import V2Manager, placement_base, unified_root
 
-__all__ = ["detect_mode", "new_manager", "parent_dirs", "task_names", "may_create_cgroups", "CgroupManager", "V1Manager", "V2Manager"]
+__all__ = ["detect_mode", "new_manager", "parent_dirs", "task_names", "may_create_cgroups", "CgroupManager",
+           "V1Manager", "V2Manager"]
 
 
 # A name=systemd-only v1 mount (tracking, no controller) does not make a v1 host.

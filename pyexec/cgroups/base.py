@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..stats.usage import ResourceUsage
 from .devices import DeviceRule
 from .fscommon import write_text
+
 # Re-exported: tests/conftest.py takes cgroup_mounts from here.
 from .mounts import MountEntry, cgroup_mounts
 from .tree import remove_tree, rmdir_unused, tree_pids, undo_created
@@ -168,10 +169,10 @@ class CgroupManager(abc.ABC):
     def _apply(self, res: Resources) -> None:
         """Write the set fields of ``res`` to the control files."""
 
-    def _after_create(self) -> None:
+    def _after_create(self) -> None:  # noqa: B027 (an optional hook: by default nothing to do)
         """Backend set-up beyond the limits (device rules, I/O accounting)."""
 
-    def _before_update(self, res: Resources) -> None:
+    def _before_update(self, res: Resources) -> None:  # noqa: B027 (an optional hook)
         """What an update needs before its checks (v2: controllers enabled down the path)."""
 
     @abc.abstractmethod

@@ -31,6 +31,7 @@ import struct
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ..errors import ConfigError
+
 # The compiled shim carries bpf(2)'s numbers and layouts from the kernel's
 # headers (pyexec/_build_shim.py): nothing here is copied by hand.
 from ..native import ffi, lib

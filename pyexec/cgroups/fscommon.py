@@ -136,7 +136,7 @@ def write_values(path: str, items: Sequence[Tuple[Union[str, int], str, object]]
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            for text, field_name, value in items:
+            for text, field_name, value in items:  # noqa: B007 (the failing item's, named in the error)
                 if debug:
                     _log_write(path, str(text))
                 os.write(fd, str(text).encode())

@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 from ..config import Resources
 from ..errors import ConfigError
+from ..limits import size_of
 from ..stats.usage import MemoryUsage
 from .fscommon import read_int, read_int_or_max, read_keyed, require_file, write_value
 
@@ -79,9 +80,10 @@ def set_memory_v1(path: str, res: Resources) -> None:
             write_value(limit, res.memory, "memory", res.memory)
     else:
         current_memsw = read_int(memsw) or 0
-        if res.memory is not None and res.memory > current_memsw:
+        memory = size_of(res.memory)
+        if memory is not None and memory > current_memsw:
             write_value(memsw, res.memory_swap, "memory_swap", res.memory_swap)
-            write_value(limit, res.memory, "memory", res.memory)
+            write_value(limit, memory, "memory", res.memory)
         else:
             if res.memory is not None:
                 write_value(limit, res.memory, "memory", res.memory)
@@ -154,8 +156,8 @@ def check_memory_v2(path: str, res: Resources) -> None:
         require_file(path, "memory.low", "memory_reservation", res.memory_reservation, "memory")
     if res.memory_swap is not None:
         require_file(path, "memory.swap.max", "memory_swap", res.memory_swap, "memory", _SWAP_HINT)
-        memory = res.memory if res.memory is not None else _current_max_v2(path)
-        swap_max_v2(res.memory_swap, memory)  # raises when memory is unknown
+        memory = size_of(res.memory) if res.memory is not None else _current_max_v2(path)
+        swap_max_v2(size_of(res.memory_swap) or 0, memory)  # raises when memory is unknown
 
 
 def set_memory_v2(path: str, res: Resources) -> None:
@@ -166,8 +168,8 @@ def set_memory_v2(path: str, res: Resources) -> None:
         write_value(os.path.join(path, "memory.low"), res.memory_reservation,
                     "memory_reservation", res.memory_reservation)
     if res.memory_swap is not None:
-        memory = res.memory if res.memory is not None else _current_max_v2(path)
-        write_value(os.path.join(path, "memory.swap.max"), swap_max_v2(res.memory_swap, memory),
+        memory = size_of(res.memory) if res.memory is not None else _current_max_v2(path)
+        write_value(os.path.join(path, "memory.swap.max"), swap_max_v2(size_of(res.memory_swap) or 0, memory),
                     "memory_swap", res.memory_swap)
 
 

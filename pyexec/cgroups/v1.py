@@ -238,7 +238,7 @@ class V1Manager(CgroupManager):
                     created.append(leaf)
                     log.debug("created cgroup %s", leaf)
                     continue
-            retry_vanished_parent(lambda: self._make_dirs_in(mount, "cpuset" in ctls, created))
+            retry_vanished_parent(functools.partial(self._make_dirs_in, mount, "cpuset" in ctls, created))
 
     def _make_dirs_in(self, mount: str, is_cpuset: bool, created: List[str]) -> None:
         """mkdir <mount>/<parent...>/<name>; parents may exist, the leaf must not."""
