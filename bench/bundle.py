@@ -54,8 +54,8 @@ def oci_seccomp(capabilities: Sequence[str] = tuple(DOCKER_CAPS)) -> Optional[Di
 
     The rules that apply to these capabilities (Docker's
     ``includes``/``excludes.caps``, which runc and crun do not read), as they
-    are: pyexec compiles its profile with libseccomp too, so runc and crun
-    build the same filter from it.
+    are: the profile is written for libseccomp, which runc and crun use, and
+    pyexec's own filter for it decides the same (tests/test_seccomp_differential.py).
     """
     try:
         from pyexec.seccomp import default_profile

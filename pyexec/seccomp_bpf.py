@@ -2,7 +2,8 @@
 
 pyexec/seccomp.py reads profiles into ``Rule``s; this module hands them to
 libseccomp, the compiler runc, crun and Podman use, and returns the program
-it exports (``SpawnPlan.seccomp_filter``). It runs in the parent: libseccomp
+it exports (``SpawnPlan.seccomp_filter``): for every profile but the default
+one, whose filter pyexec/seccomp_tree.py compiles. It runs in the parent: libseccomp
 allocates, so the child only loads the program (csrc/seccomp.c). Actions,
 comparison ops and architecture tokens are libseccomp's (``SCMP_*`` through
 the shim's cffi module, pyexec/_build_shim.py).

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pyexec import Isolation
+from pyexec import Isolation, seccomp_tree
 from pyexec.caps import DEFAULT_CAPABILITIES
 from pyexec.errors import ConfigError
 from pyexec.native import lib
@@ -31,6 +31,7 @@ from pyexec.seccomp import (
     syscall_number,
 )
 from pyexec.seccomp import _arches as parse_arches  # the architectures a profile adds
+from pyexec.seccomp_default import ordered_rules
 from support.bpf import check_jumps, emulate
 from support.profiles import ALLOW, KILL_PROCESS, REFERENCE, VALUES, X32, arg, errno_ret, number, profile, rule
 
@@ -209,8 +210,15 @@ def test_docker_includes_and_excludes():
 
 # -- the default profile ---------------------------------------------------------------------
 
-def default_program(caps=DEFAULT_CAPABILITIES) -> bytes:
-    return compile_profile(default_profile(), caps)
+@pytest.fixture(params=["tree", "libseccomp"])
+def default_program(request):
+    """The default profile's program for ``caps``: the tree's (what launches load),
+    or libseccomp's of its OCI form (what runc and crun load)."""
+    def build(caps=DEFAULT_CAPABILITIES) -> bytes:
+        if request.param == "tree":
+            return seccomp_tree.assemble(*ordered_rules(frozenset(caps)))
+        return compile_profile(default_profile(), caps)
+    return build
 
 
 NEW_NS = lib.CLONE_NEWUSER
@@ -218,7 +226,7 @@ SIGCHLD = signal.SIGCHLD
 PERSONAS = (0, 8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
-def test_default_profile_denies_escapes_and_allows_the_rest():
+def test_default_profile_denies_escapes_and_allows_the_rest(default_program):
     program = default_program()
     eperm = errno_ret(errno.EPERM)
     for name in ("kexec_load", "open_by_handle_at", "init_module", "finit_module", "bpf", "perf_event_open",
@@ -239,7 +247,7 @@ def test_default_profile_denies_escapes_and_allows_the_rest():
     assert emulate(program, syscall_number("clone3")) == errno_ret(errno.ENOSYS)
 
 
-def test_default_profile_allows_dockers_personalities_only():
+def test_default_profile_allows_dockers_personalities_only(default_program):
     program, personality = default_program(), syscall_number("personality")
     rng = random.Random(3)
     values = {1 << b for b in range(64)} | {(1 << a) | (1 << b) for a in range(32) for b in range(32)}
@@ -250,7 +258,7 @@ def test_default_profile_allows_dockers_personalities_only():
         assert emulate(program, personality, [value]) == want, hex(value)
 
 
-def test_default_profile_follows_the_capabilities():
+def test_default_profile_follows_the_capabilities(default_program):
     admin = default_program(DEFAULT_CAPABILITIES + ("CAP_SYS_ADMIN",))
     for name in ("mount", "unshare", "setns", "bpf", "perf_event_open", "clone3", "syslog"):
         assert emulate(admin, syscall_number(name)) == ALLOW, name
@@ -273,7 +281,8 @@ def test_libseccomp_knows_every_denied_call_this_machine_has():
 
 def test_filter_for():
     assert filter_for(Isolation(seccomp=None), DEFAULT_CAPABILITIES) is None
-    assert filter_for(Isolation(), DEFAULT_CAPABILITIES) == default_program()
+    tree = seccomp_tree.assemble(*ordered_rules(frozenset(DEFAULT_CAPABILITIES)))
+    assert filter_for(Isolation(), DEFAULT_CAPABILITIES) == tree
 
 
 # -- bad profiles ----------------------------------------------------------------------------

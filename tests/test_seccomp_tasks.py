@@ -20,7 +20,24 @@ from pyexec.errors import ConfigError
 from pyexec.native import lib
 from pyexec.seccomp import compile_profile, instructions, syscall_number
 from pyexec.shim import SpawnPlan, abort, finish, spawn
-from support.profiles import ALL_NUMBERS, NAMES, PY, REFERENCE, SYSCALL, VALUES, arg, profile, py, rule, write_profile
+from support.profiles import (
+    COMPARISON_OPS,
+    LONG_JUMP_PROBES,
+    MAGIC,
+    PIVOT,
+    PY,
+    REFERENCE,
+    SYSCALL,
+    VALUES,
+    arg,
+    comparisons_profile,
+    long_jumps_profile,
+    profile,
+    py,
+    rule,
+    three_hundred_rules,
+    write_profile,
+)
 
 needs_python = pytest.mark.skipif(not os.path.exists(PY), reason="needs /usr/bin/python3 (seen through /usr)")
 GETPPID = syscall_number("getppid")
@@ -119,14 +136,9 @@ def test_a_docker_profile_file_with_includes_caps(run, tmp_path):
 @pytest.mark.needs_root
 @needs_python
 def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
-    # getppid ignores its arguments, and the filter sees them: arg0 picks the op, arg1 is
-    # compared. (That order: libseccomp checks arg0 first and does not come back to it,
-    # see test_seccomp.py's test_libseccomp_does_not_go_back.)
-    ops = sorted(REFERENCE)
-    pivot, mask_want = (1 << 32) + 5, 5
-    rules = [rule("getppid", errnoRet=100 + k, args=[arg(0, "SCMP_CMP_EQ", k), arg(1, op, pivot, mask_want)])
-             for k, op in enumerate(ops)]
-    path = write_profile(tmp_path, profile(*rules))
+    # getppid ignores its arguments, and the filter sees them: arg0 picks the op, arg1 is compared.
+    ops, pivot, mask_want = COMPARISON_OPS, PIVOT, 5
+    path = write_profile(tmp_path, comparisons_profile())
     script = SYSCALL + (f"print(json.dumps([[call({GETPPID}, k, a)[1] for a in json.loads(sys.argv[1])] "
                         f"for k in range({len(ops)})]))")
     result, out, err = run(py(script, json.dumps(VALUES)), isolation=Isolation(seccomp=path))
@@ -140,8 +152,7 @@ def test_64_bit_comparisons_in_the_kernel(run, tmp_path):
 @pytest.mark.needs_root
 @needs_python
 def test_a_300_rule_profile_loads_and_works(run, tmp_path):
-    rules = [rule("getppid", errnoRet=i + 1, args=[arg(0, "SCMP_CMP_EQ", i * 0x100000001)]) for i in range(300)]
-    path = write_profile(tmp_path, profile(*rules))
+    path = write_profile(tmp_path, three_hundred_rules())
     values = [i * 0x100000001 for i in (0, 1, 150, 299)] + [7]
     script = SYSCALL + f"print(*[call({GETPPID}, a)[1] for a in {values}])"
     result, out, err = run(py(script), isolation=Isolation(seccomp=path))
@@ -154,10 +165,9 @@ def test_a_profile_with_long_jumps_loads_and_works(run, tmp_path):
     # Hundreds of calls with conditions, in the kernel. The rules hold only for a sixth
     # argument no call of the task passes, so the task runs; the probes pass it and
     # get their errno without the call being made.
-    magic = 0x5EC0_0000_0000_0001
-    probes = [syscall_number(n) for n in ("getppid", "getpid", "getuid", "getgid", "gettid", "getcwd")]
-    numbers = sorted(set(ALL_NUMBERS[::2]) | set(probes))
-    prof = profile(*[rule(NAMES[nr], errnoRet=1 + nr % 100, args=[arg(5, "SCMP_CMP_EQ", magic)]) for nr in numbers])
+    magic = MAGIC
+    probes = [syscall_number(n) for n in LONG_JUMP_PROBES]
+    prof = long_jumps_profile()
     assert len(instructions(compile_profile(prof))) > 2 * 255
     script = SYSCALL + (f"print(*[call(nr, 0, 0, 0, 0, 0, {magic})[1] for nr in {probes}]); "
                         f"print(call({GETPPID})[0] > 0)")

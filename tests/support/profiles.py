@@ -4,6 +4,7 @@ machine (the headers') and of libseccomp's tables, and the script tasks use to
 make raw syscalls and report what they got."""
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -76,3 +77,76 @@ def errno_ret(err: int) -> int:
 def number(name: str, arch: int = NATIVE) -> int:
     """libseccomp's number of ``name`` on ``arch`` (negative: none there)."""
     return int(lib.seccomp_syscall_resolve_name_arch(arch, name.encode()))
+
+
+PIVOT = (1 << 32) + 5
+HAND_MADE = {
+    "a plain rule beats conditions": profile(
+        rule("getppid", "SCMP_ACT_ALLOW", args=[arg(0, "SCMP_CMP_LT", 10)]),
+        rule(["getcwd", "getppid"], errnoRet=5),
+        rule("getppid", errnoRet=6),
+        default="SCMP_ACT_KILL_PROCESS"),
+    "every op, one call in many rules": profile(
+        *[rule(["getppid", "gettid"] if k % 2 else "getppid", errnoRet=10 + k, args=[arg(k % 6, op, PIVOT, 5)])
+          for k, op in enumerate(sorted(REFERENCE))],
+        rule(["gettid", "getppid"], "SCMP_ACT_TRAP",
+             args=[arg(0, "SCMP_CMP_GE", 1 << 32), arg(3, "SCMP_CMP_MASKED_EQ", 0xF0F000F0F0, 0x10)]),
+        rule("getppid", "SCMP_ACT_LOG", args=[arg(2, "SCMP_CMP_GT", 100), arg(2, "SCMP_CMP_LT", 5)]),  # OR
+        rule("getppid", "SCMP_ACT_ALLOW", args=[arg(4, "SCMP_CMP_NE", 0), arg(5, "SCMP_CMP_LE", 1 << 40)]),
+        rule(["getpid"], "SCMP_ACT_KILL_THREAD"),
+        default="SCMP_ACT_ERRNO", defaultErrnoRet=errno.ENOSYS),
+    "runs of EQ values": profile(
+        *[rule("personality", "SCMP_ACT_ALLOW", args=[arg(0, "SCMP_CMP_EQ", v)])
+          for v in (0, 8, 1 << 32, (1 << 32) + 8, U64, 5, 8)],
+        rule("personality", errnoRet=9, args=[arg(0, "SCMP_CMP_EQ", 7)]),
+        *[rule("personality", "SCMP_ACT_ALLOW", args=[arg(1, "SCMP_CMP_EQ", v)]) for v in (3, 4 << 32)],
+        rule("personality", "SCMP_ACT_ALLOW", args=[arg(0, "SCMP_CMP_EQ", 0x98), arg(1, "SCMP_CMP_EQ", 1)]),
+        default="SCMP_ACT_ERRNO", defaultErrnoRet=1),
+    "masks": profile(
+        rule("getpid", "SCMP_ACT_ALLOW", args=[arg(0, "SCMP_CMP_MASKED_EQ", 0, 0)]),           # always holds
+        # valueTwo outside the mask: libseccomp masks it too, so these hold for a low byte 0.
+        rule("getuid", errnoRet=2, args=[arg(1, "SCMP_CMP_MASKED_EQ", 0xFF, 0x100)]),
+        rule("getresuid", errnoRet=6, args=[arg(1, "SCMP_CMP_MASKED_EQ", 0xFF, 1 << 32)]),
+        rule("getgid", errnoRet=3, args=[arg(2, "SCMP_CMP_MASKED_EQ", U64, 1 << 40)]),          # whole value
+        rule("geteuid", errnoRet=4, args=[arg(3, "SCMP_CMP_MASKED_EQ", 0xFFFF << 32, 7 << 32)]),  # high half
+        rule("getegid", errnoRet=5, args=[arg(4, "SCMP_CMP_MASKED_EQ", 0xFFFF << 32, 0)]),
+        default="SCMP_ACT_KILL_THREAD"),
+    "kill by default": profile(
+        rule([NAMES[n] for n in ALL_NUMBERS[:40]], "SCMP_ACT_ALLOW"),
+        rule("clone", "SCMP_ACT_ALLOW", args=[arg(0, "SCMP_CMP_MASKED_EQ", 0x10000000, 0)]),
+        default="SCMP_ACT_KILL_PROCESS"),
+    "empty": profile(),
+    "runs of neighbours": profile(
+        rule([NAMES[n] for n in ALL_NUMBERS[10:30] if n % 3], errnoRet=1),
+        rule([NAMES[n] for n in ALL_NUMBERS[20:40]], errnoRet=2),
+        rule([NAMES[n] for n in ALL_NUMBERS[35:45]], "SCMP_ACT_ALLOW", args=[arg(1, "SCMP_CMP_GT", 9)]),
+        rule([NAMES[n] for n in ALL_NUMBERS[40:50]], errnoRet=1),
+        default="SCMP_ACT_TRAP"),
+}
+
+
+# The profiles of test_seccomp_tasks.py's kernel tests (test_seccomp_differential.py
+# compiles them too).
+COMPARISON_OPS = sorted(REFERENCE)
+MAGIC = 0x5EC0_0000_0000_0001
+LONG_JUMP_PROBES = ("getppid", "getpid", "getuid", "getgid", "gettid", "getcwd")
+
+
+def comparisons_profile() -> Dict[str, Any]:
+    """getppid gets errno 100 + k when arg0 is k and arg1 <op k> PIVOT holds. arg0
+    picks the rule: libseccomp 2.5.4 merges ranges of one value on one argument
+    wrongly (test_seccomp.py), so the compared argument comes second."""
+    return profile(*[rule("getppid", errnoRet=100 + k, args=[arg(0, "SCMP_CMP_EQ", k), arg(1, op, PIVOT, 5)])
+                     for k, op in enumerate(COMPARISON_OPS)])
+
+
+def three_hundred_rules() -> Dict[str, Any]:
+    return profile(*[rule("getppid", errnoRet=i + 1, args=[arg(0, "SCMP_CMP_EQ", i * 0x100000001)])
+                     for i in range(300)])
+
+
+def long_jumps_profile() -> Dict[str, Any]:
+    """Every other syscall, and the probes, each with its errno when arg5 is MAGIC."""
+    probes = {int(getattr(lib, "__NR_" + n)) for n in LONG_JUMP_PROBES}
+    numbers = sorted(set(ALL_NUMBERS[::2]) | probes)
+    return profile(*[rule(NAMES[nr], errnoRet=1 + nr % 100, args=[arg(5, "SCMP_CMP_EQ", MAGIC)]) for nr in numbers])
