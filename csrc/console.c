@@ -84,28 +84,8 @@ static void bind_console(unsigned int n)
 
 static void send_master(int sock, int master)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct iovec iov = {(void *)ptmx, sizeof ptmx - 1};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    memset(&control, 0, sizeof control);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof control.buf;
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
-    ssize_t n;
-    do
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL); /* a gone client is an error, not our death */
-    while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)iov.iov_len)
+    ssize_t n = px_send_fd(sock, master, ptmx, sizeof ptmx - 1); /* csrc/sendfd.c; runc sends this name too */
+    if (n != (ssize_t)(sizeof ptmx - 1))
         px_fail(PX_STEP_CONSOLE, n < 0 ? errno : EIO, "sendmsg to the console socket");
 }
 

@@ -325,6 +325,7 @@ struct px_launch {
 #endif
 
 #include <stddef.h>
+#include <sys/types.h> /* ssize_t */
 
 /* Hidden: calls between the shim's own files are direct, so the child never
  * goes through the dynamic linker's lazy binding (PLT) to reach them. */
@@ -342,6 +343,8 @@ PX_HIDDEN int px_error_fd(void);
 PX_HIDDEN void __attribute__((noreturn)) px_fail(int step, int err, const char *detail);
 /* Copies at most cap - 1 bytes of src (NULL: none) and a NUL; returns the length. */
 PX_HIDDEN size_t px_str_copy(char *dst, size_t cap, const char *src);
+/* csrc/sendfd.c: one fd in one sendmsg with `data`; the bytes sent, or -1 (errno). */
+PX_HIDDEN ssize_t px_send_fd(int sock, int fd, const void *data, size_t len);
 
 /* csrc/namespaces.c: the stage after the go. px_join_user_namespace joins
  * the user namespace of join_namespaces (returns 1 if there is one),

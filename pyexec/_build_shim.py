@@ -274,7 +274,8 @@ HEADERS = ("pyexec.h", "logmon.h")  # their CDEF regions, in this order
 # The parent side, the child's units (nsenter.c hands over to namespaces.c,
 # mounts.c and task.c, task.c to console.c; all report through error.c) and
 # the log rotation.
-SOURCES = ("spawn.c", "nsenter.c", "join.c", "namespaces.c", "mounts.c", "task.c", "console.c", "error.c", "logmon.c")
+SOURCES = ("spawn.c", "nsenter.c", "join.c", "namespaces.c", "mounts.c", "task.c", "console.c", "sendfd.c", "error.c",
+           "logmon.c")
 
 
 def shared_cdef(headers: "tuple[str, ...]" = HEADERS) -> str:
