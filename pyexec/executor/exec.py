@@ -39,7 +39,7 @@ from ..process import ExecResult
 from ..shim import Child, MonitorPlan, SpawnPlan, abort_setup, finish
 from ..users import TaskUser, resolve_user
 from .execmon import KILL_GRACE, ExecMonitor, reap_abandoned
-from .launch import NAMESPACE_FLAGS, Identity, capability_sets, open_monitor, spawn_into_cgroup, spawn_plan
+from .launch import Identity, capability_sets, namespaces_to_join, open_monitor, spawn_into_cgroup, spawn_plan
 from .lookup import find_program
 from .taskproc import readable
 
@@ -179,22 +179,6 @@ def exec_plan(record: Mapping[str, Any], argv: Sequence[str], env: Optional[Mapp
 
 # -- starting one -----------------------------------------------------------------
 
-def _namespaces_of(pid: int) -> int:
-    """CLONE_NEW* flags of the namespaces of ``pid`` (the task's monitor, which
-    lives in all of the task's) that are not ours: those an exec joins. Read
-    now rather than recorded at launch: a network namespace the task joined
-    (netns:PATH) counts, and so does a reattaching caller's own."""
-    flags = 0
-    for name, flag in NAMESPACE_FLAGS.items():
-        try:
-            theirs = os.readlink(f"/proc/{pid}/ns/{name}")
-        except FileNotFoundError:
-            continue  # a kernel without this namespace type
-        if theirs != os.readlink(f"/proc/self/ns/{name}"):
-            flags |= flag
-    return flags
-
-
 def _host_uid(record: Mapping[str, Any], uid: int) -> int:
     for start, outside, count in record.get("uid_map") or [[0, 0, 1 << 32]]:
         if start <= uid < start + count:
@@ -217,7 +201,7 @@ def start_exec(target: ExecTarget, argv: Sequence[str], env: Optional[Mapping[st
     lifeline = -1
     try:
         plan = exec_plan(target.record, argv, env, cwd, user, f"/proc/{pid}/root")
-        plan.clone_flags = _namespaces_of(pid)
+        plan.clone_flags = namespaces_to_join(pid)  # the task's monitor lives in all of them
         if target.exited():  # gone while we read its /proc: that /proc/<pid> may be a stranger's
             raise TaskExitedError(EXITED)
         if plan.clone_flags:

@@ -35,8 +35,9 @@ from ..shim import CapabilitySets, Child, Credentials, MonitorPlan, SpawnPlan, s
 from ..users import TaskUser
 from .taskfiles import StdioFiles, user_environment
 
-__all__ = ["Identity", "spawn_plan", "write_id_maps", "NAMESPACE_FLAGS", "ROOT_USER", "MONITOR_PATH", "capability_sets",
-           "rlimit_plan", "open_monitor", "task_monitor_plan", "spawn_into_cgroup"]
+__all__ = ["Identity", "spawn_plan", "write_id_maps", "namespaces_to_join", "NAMESPACE_FLAGS", "ROOT_USER",
+           "MONITOR_PATH", "capability_sets", "rlimit_plan", "open_monitor", "task_monitor_plan",
+           "spawn_into_cgroup"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,22 @@ NAMESPACE_FLAGS = {
     "net": lib.CLONE_NEWNET, "user": lib.CLONE_NEWUSER, "cgroup": lib.CLONE_NEWCGROUP,
     "time": lib.CLONE_NEWTIME,
 }
+
+def namespaces_to_join(pid: int) -> int:
+    """CLONE_NEW* flags of the namespaces of ``pid`` that are not ours: those
+    a process joining it (an exec) enters. Read now rather than recorded at
+    launch: a namespace the task joined by path counts, and so does a
+    reattaching caller's own."""
+    flags = 0
+    for name, flag in NAMESPACE_FLAGS.items():
+        try:
+            theirs = os.readlink(f"/proc/{pid}/ns/{name}")
+        except FileNotFoundError:
+            continue  # a kernel without this namespace type
+        if theirs != os.readlink(f"/proc/self/ns/{name}"):
+            flags |= flag
+    return flags
+
 
 ROOT_USER = TaskUser(uid=0, gid=0, groups=(0,), name="root", home="/root")
 

@@ -12,13 +12,13 @@ freezes, kills and removes it.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from ..cgroups import CgroupManager, new_manager
 from ..config import Resources
 from ..errors import ConfigError
 
-__all__ = ["cgroup_location", "systemd_to_cgroupfs", "open_cgroup"]
+__all__ = ["cgroup_location", "systemd_to_cgroupfs", "open_cgroup", "container_cgroup"]
 
 DEFAULT_PARENT = "pyexec-oci"
 
@@ -58,3 +58,17 @@ def cgroup_location(cgroups_path: Optional[str], container_id: str, systemd: boo
 def open_cgroup(parent: str, name: str, resources: Optional[Resources] = None) -> CgroupManager:
     """A manager of the container's cgroup (nothing is made until ``create``)."""
     return new_manager(name, resources if resources is not None else Resources(), parent=parent)
+
+
+def container_cgroup(location: Mapping[str, str], adopt: bool = False) -> Optional[CgroupManager]:
+    """The manager of a recorded container's cgroup (its record's ``{"parent",
+    "name"}``), None when it has none or it is gone. ``adopt``: take it over
+    with its limits, for a change of them or a process placed into it."""
+    if not location:
+        return None
+    manager = open_cgroup(location["parent"], location["name"])
+    if not manager.exists():
+        return None
+    if adopt:
+        manager.adopt()
+    return manager

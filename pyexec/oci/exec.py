@@ -38,16 +38,14 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ..cgroups import CgroupManager
 from ..config import DEFAULT_PATH
 from ..errors import ConfigError, LaunchError
-from ..executor.launch import Identity, spawn_into_cgroup, spawn_plan
-from ..native import lib
+from ..executor.launch import Identity, namespaces_to_join, spawn_into_cgroup, spawn_plan
 from ..process import decode_wait_status
 from ..shim import Child, abort, finish
 from ..users import TaskUser
 from .args import Invocation
-from .cgroup import open_cgroup
+from .cgroup import container_cgroup
 from .create import check_preserved_fds, connect_console, exec_failure, write_pid_file
 from .plan import DEFAULT_UMASK, process_capabilities, process_env
 from .spec import OciProcess, parse_process
@@ -57,10 +55,6 @@ from .verbs import RuntimeFailure, status_of
 __all__ = ["ExecOptions", "exec_options", "exec_process", "exec_verb"]
 
 # /proc/PID/ns names -> the flag of one setns() through the pidfd.
-_NS_FILES = {
-    "user": lib.CLONE_NEWUSER, "mnt": lib.CLONE_NEWNS, "pid": lib.CLONE_NEWPID, "net": lib.CLONE_NEWNET,
-    "ipc": lib.CLONE_NEWIPC, "uts": lib.CLONE_NEWUTS, "cgroup": lib.CLONE_NEWCGROUP, "time": lib.CLONE_NEWTIME,
-}
 # What a foreground exec passes on to its process (runc forwards every signal it can catch).
 _FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
               signal.SIGWINCH)
@@ -176,20 +170,6 @@ def _load_process(record: ContainerRecord, options: ExecOptions) -> OciProcess:
     return parse_process(value, path="")
 
 
-def _namespaces_to_join(pid: int) -> int:
-    """The clone flags of every namespace of ``pid`` that is not ours."""
-    flags = 0
-    for name, flag in _NS_FILES.items():
-        try:
-            theirs = os.stat(f"/proc/{pid}/ns/{name}").st_ino
-            ours = os.stat(f"/proc/self/ns/{name}").st_ino
-        except FileNotFoundError:  # a kernel without that namespace type
-            continue
-        if theirs != ours:
-            flags |= flag
-    return flags
-
-
 def _rlimits(process: OciProcess, record: ContainerRecord) -> OciProcess:
     """runc's rule: a process that names no rlimits gets the container's."""
     if process.rlimits:
@@ -227,16 +207,6 @@ def _open_container(root: Root, record: ContainerRecord, ignore_paused: bool) ->
     return pidfd
 
 
-def _cgroup(record: ContainerRecord) -> Optional[CgroupManager]:
-    if not record.cgroup:
-        return None
-    manager = open_cgroup(record.cgroup["parent"], record.cgroup["name"])
-    if not manager.exists():
-        return None
-    manager.adopt()
-    return manager
-
-
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
@@ -262,7 +232,7 @@ def _launch(root: Root, record: ContainerRecord, process: OciProcess, options: E
         env = process_env(process, record.rootfs, user.uid)
         plan = spawn_plan(process.args[0], process.args, env, env.get("PATH", DEFAULT_PATH), process.cwd, identity,
                           user_env=False, use_init=False, join_pidfd=pidfd,
-                          clone_flags=_namespaces_to_join(record.pid), stdio=(0, 1, 2),
+                          clone_flags=namespaces_to_join(record.pid), stdio=(0, 1, 2),
                           umask=user.umask if user.umask is not None else DEFAULT_UMASK,
                           preserve_fds=options.preserve_fds)
         if process.terminal:
@@ -271,7 +241,7 @@ def _launch(root: Root, record: ContainerRecord, process: OciProcess, options: E
             plan.console_socket_fd = console_fd
             if process.console_size is not None:
                 plan.console_rows, plan.console_cols = process.console_size.height, process.console_size.width
-        child = spawn_into_cgroup(plan, _cgroup(record))
+        child = spawn_into_cgroup(plan, container_cgroup(record.cgroup, adopt=True))
         try:
             finish(child)
         except LaunchError as exc:

@@ -23,7 +23,7 @@ from typing import IO, Any, Dict, Mapping, Optional
 
 from ..cgroups import CgroupManager
 from ..stats.usage import ResourceUsage
-from .cgroup import open_cgroup
+from .cgroup import container_cgroup
 from .resources import to_resources
 from .spec_resources import parse_resources
 from .state import Root
@@ -76,10 +76,9 @@ def _cgroup(root: Root, container_id: str) -> CgroupManager:
     record = root.load(container_id)
     if status_of(root, record) == "stopped":
         raise RuntimeFailure("container not running")
-    if not record.cgroup:
+    manager = container_cgroup(record.cgroup, adopt=True)
+    if manager is None:
         raise RuntimeFailure(f"container {container_id} has no cgroup")
-    manager = open_cgroup(record.cgroup["parent"], record.cgroup["name"])
-    manager.adopt()
     return manager
 
 

@@ -16,10 +16,10 @@ import select
 import signal
 import subprocess
 import sys
-from typing import IO, List, Optional
+from typing import IO, List, Optional, Tuple
 
 from ..cgroups import CgroupManager
-from .cgroup import open_cgroup
+from .cgroup import container_cgroup
 from .hooks import run_hooks
 from .signals import parse_signal, signal_all, signal_process
 from .state import ContainerRecord, NotFound, Root
@@ -35,16 +35,14 @@ class RuntimeFailure(Exception):
     """A verb failed; the text is what the client sees (stderr and --log)."""
 
 
-def _cgroup(record: ContainerRecord) -> Optional[CgroupManager]:
-    if not record.cgroup:
-        return None
-    manager = open_cgroup(record.cgroup["parent"], record.cgroup["name"])
-    return manager if manager.exists() else None
+def _cgroup_and_status(root: Root, record: ContainerRecord) -> Tuple[Optional[CgroupManager], str]:
+    """The container's cgroup (None: none, or gone) and its status now."""
+    cgroup = container_cgroup(record.cgroup)
+    return cgroup, root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
 
 
 def status_of(root: Root, record: ContainerRecord) -> str:
-    cgroup = _cgroup(record)
-    return root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
+    return _cgroup_and_status(root, record)[1]
 
 
 def state(root: Root, container_id: str, out: IO[str] = sys.stdout) -> None:
@@ -113,8 +111,7 @@ def kill(root: Root, container_id: str, sig_text: Optional[str], all_processes: 
     except ValueError as exc:
         raise RuntimeFailure(str(exc)) from None
     record = root.load(container_id)
-    cgroup = _cgroup(record)
-    status = root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
+    cgroup, status = _cgroup_and_status(root, record)
     if status == "stopped":
         raise RuntimeFailure("container not running")
     if all_processes and cgroup is not None:
@@ -157,8 +154,7 @@ def delete(root: Root, container_id: str, force: bool = False) -> None:
 
 
 def _delete(root: Root, record: ContainerRecord, force: bool) -> None:
-    cgroup = _cgroup(record)
-    status = root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
+    cgroup, status = _cgroup_and_status(root, record)
     if status in ("running", "paused") and not force:
         raise RuntimeFailure(f"cannot delete container {record.id} that is not stopped: {status}")
     if status != "stopped":
@@ -177,8 +173,7 @@ def _delete(root: Root, record: ContainerRecord, force: bool) -> None:
 
 def pause(root: Root, container_id: str) -> None:
     record = root.load(container_id)
-    cgroup = _cgroup(record)
-    status = root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
+    cgroup, status = _cgroup_and_status(root, record)
     if status not in ("running", "created"):
         raise RuntimeFailure("container not running" if status == "stopped" else f"container is {status}")
     if cgroup is None:
@@ -188,8 +183,7 @@ def pause(root: Root, container_id: str) -> None:
 
 def resume(root: Root, container_id: str) -> None:
     record = root.load(container_id)
-    cgroup = _cgroup(record)
-    status = root.status(record, frozen=cgroup.frozen() if cgroup is not None else False)
+    cgroup, status = _cgroup_and_status(root, record)
     if status != "paused":
         raise RuntimeFailure("container not paused" if status != "stopped" else "container not running")
     assert cgroup is not None
@@ -199,7 +193,7 @@ def resume(root: Root, container_id: str) -> None:
 def ps(root: Root, container_id: str, fmt: str = "table", ps_args: Optional[List[str]] = None,
        out: IO[str] = sys.stdout) -> None:
     record = root.load(container_id)
-    cgroup = _cgroup(record)
+    cgroup = container_cgroup(record.cgroup)
     pids = cgroup.pids() if cgroup is not None else []
     if fmt == "json":
         json.dump(pids, out)
