@@ -13,11 +13,19 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
-import prctl
 import pytest
 
 from conftest import wait_for
-from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs, reap_children
+from support.oci import (
+    PYEXEC_OCI,
+    Bundle,
+    ConsoleSocket,
+    Runtime,
+    as_subreaper,
+    base_config,
+    client_runtime,
+    make_rootfs,
+)
 
 pytestmark = pytest.mark.needs_root(reason="an OCI runtime makes namespaces, mounts and cgroups")
 
@@ -34,16 +42,8 @@ def oci(tmp_path: Path) -> Iterator[Runtime]:
     """pyexec-oci with a private root, called by a test that is a child
     subreaper, as conmon and containerd's shim are: a container's process is
     the test's child once create exits, and the test reaps it."""
-    prctl.set_child_subreaper(1)
-    runtime = Runtime(PYEXEC_OCI, tmp_path / "state", tmp_path / "log.json")
-    try:
+    with as_subreaper(), client_runtime(PYEXEC_OCI, tmp_path / "state", tmp_path / "log.json") as runtime:
         yield runtime
-    finally:
-        # A failed test must not leave its containers to the leak check of the next.
-        for container_id in os.listdir(runtime.root) if runtime.root.exists() else []:
-            runtime("delete", "--force", container_id, check=False)
-        prctl.set_child_subreaper(0)
-        reap_children()
 
 
 @pytest.fixture

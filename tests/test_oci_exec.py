@@ -11,12 +11,20 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator
 
-import prctl
 import pytest
 
-from support.oci import PYEXEC_OCI, Bundle, ConsoleSocket, Runtime, base_config, make_rootfs, reap_children
+from support.oci import (
+    PYEXEC_OCI,
+    Bundle,
+    ConsoleSocket,
+    Runtime,
+    as_subreaper,
+    base_config,
+    client_runtime,
+    make_rootfs,
+)
 
 pytestmark = pytest.mark.needs_root(reason="an OCI runtime makes namespaces, mounts and cgroups")
 
@@ -29,24 +37,11 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
-def _runtime(argv: List[str], tmp_path: Path, name: str) -> Iterator[Runtime]:
-    runtime = Runtime(argv, tmp_path / f"{name}-state", tmp_path / f"{name}-log.json")
-    try:
-        yield runtime
-    finally:
-        for container_id in os.listdir(runtime.root) if runtime.root.exists() else []:
-            runtime("delete", "--force", container_id, check=False)
-
-
 @pytest.fixture
 def oci(tmp_path: Path) -> Iterator[Runtime]:
     """pyexec-oci called by a child subreaper, as conmon and the shim are."""
-    prctl.set_child_subreaper(1)
-    try:
-        yield from _runtime(PYEXEC_OCI, tmp_path, "pyexec")
-    finally:
-        prctl.set_child_subreaper(0)
-        reap_children()
+    with as_subreaper(), client_runtime(PYEXEC_OCI, tmp_path / "pyexec-state", tmp_path / "pyexec-log.json") as rt:
+        yield rt
 
 
 @pytest.fixture

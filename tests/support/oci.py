@@ -17,9 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import prctl
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 PYEXEC_OCI = [sys.executable, "-m", "pyexec.oci"]
@@ -145,6 +148,31 @@ def reap_children(timeout: float = 5.0) -> None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.01)
+
+
+@contextmanager
+def as_subreaper() -> Iterator[None]:
+    """This process as a child subreaper, as conmon and containerd's shim are:
+    a container's process is its child once create exits; at the end every
+    child left (deleted containers, dead or dying) is reaped."""
+    prctl.set_child_subreaper(1)
+    try:
+        yield
+    finally:
+        prctl.set_child_subreaper(0)
+        reap_children()
+
+
+@contextmanager
+def client_runtime(argv: List[str], root: Path, log: Path) -> Iterator[Runtime]:
+    """A ``Runtime`` whose containers are deleted at the end: a failed test
+    must not leave them to the leak check of the next."""
+    runtime = Runtime(argv, root, log)
+    try:
+        yield runtime
+    finally:
+        for container_id in os.listdir(runtime.root) if runtime.root.exists() else []:
+            runtime("delete", "--force", container_id, check=False)
 
 
 class ConsoleSocket:
